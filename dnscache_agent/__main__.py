@@ -1,0 +1,3 @@
+from dnscache_agent.cli import main
+
+raise SystemExit(main())

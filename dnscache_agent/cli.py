@@ -1,0 +1,169 @@
+"""The command line: the only module that prints. Errors reach the user as one line and a
+non-zero exit code chosen by the error's class."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from . import __version__, host_facts
+from .app import Agent, Options
+from .errors import DnscacheError
+from .transaction import pending
+
+log = logging.getLogger("dnscache_agent")
+
+EXIT_PENDING = 2
+
+
+def _setup_logging(verbose: int) -> None:
+    # Under systemd the journal timestamps each line; elsewhere we add our own.
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM") and not os.environ.get("INVOCATION_ID"):
+        fmt = "%(asctime)s " + fmt
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+
+
+def _options(args: argparse.Namespace) -> Options:
+    return Options(root=args.root, config=args.config,
+                   resolver_backend=args.resolver_backend, imds_endpoint=args.imds_endpoint,
+                   install_packages=getattr(args, "install_packages", False))
+
+
+def cmd_facts(agent: Agent, args: argparse.Namespace) -> int:
+    data = host_facts.to_dict(agent.facts)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    os_ = data["os"]
+    bind = data["bind"]
+    res = data["resources"]
+    resolver = data["resolver"]
+    assert isinstance(os_, dict) and isinstance(bind, dict) and isinstance(res, dict)
+    assert isinstance(resolver, dict)
+    print(f"os:        {os_['pretty_name']} (platform {data['platform']})")
+    print(f"bind:      {'installed ' + str(bind['version']) if bind['installed'] else 'missing'}"
+          f" (package {bind['package']}, unit {bind['unit']})")
+    print(f"resources: {res['cpus']} CPUs, {int(res['memory_bytes']) // 2**20} MiB")
+    ec2 = data["ec2"]
+    if isinstance(ec2, dict):
+        print(f"ec2:       {ec2['instance_id']} {ec2['instance_type']} {ec2['region']}")
+        for i in ec2["interfaces"]:  # type: ignore[union-attr]
+            print(f"  eth{i['device_number']}: {i['mac']} {i['interface_id']} "
+                  f"vpc {','.join(i['vpc_cidrs'])} resolver {i['vpc_resolver']}")
+    else:
+        print(f"ec2:       not on EC2 (no IMDSv2 answer from {agent.settings.imds.endpoint})")
+    print(f"resolver:  {resolver['backend']}: {resolver['reason']}")
+    return 0
+
+
+def cmd_plan(agent: Agent, args: argparse.Namespace) -> int:
+    plan = agent.plan()
+    diffs = pending(plan, agent.root)
+    if not plan.bind_installed:
+        print(f"# {agent.facts.profile.package} is not installed: apply needs --install-packages")
+    for d in diffs:
+        sys.stdout.write(d.unified())
+    if not diffs:
+        print("nothing to do: the host matches the plan")
+        return 0
+    return EXIT_PENDING
+
+
+def cmd_apply(agent: Agent, args: argparse.Namespace) -> int:
+    if not agent.facts.bind.installed and args.install_packages:
+        agent.install_bind()
+    report = agent.transaction().apply(agent.plan())
+    for path in report.recovered:
+        print(f"recovered {path} from an interrupted run")
+    if report.nothing_to_do:
+        health = f" ({report.health.detail})" if report.health else ""
+        print(f"nothing to do: the host already matches the plan{health}")
+        return 0
+    for path in report.changed:
+        print(f"changed {path}")
+    if report.service_action:
+        print(f"named {report.service_action}")
+    if report.health:
+        print(f"healthy: {report.health.detail}")
+    return 0
+
+
+def cmd_rollback(agent: Agent, args: argparse.Namespace) -> int:
+    report = agent.transaction().rollback(agent.plan().activate)
+    if not report.had_state:
+        print("nothing to roll back: the agent has not changed this host")
+        return 0
+    for path in report.restored:
+        print(f"restored {path}")
+    if report.service_action:
+        print(f"named {report.service_action}")
+    print("rolled back to the pre-agent state")
+    return 0
+
+
+def cmd_verify(agent: Agent, args: argparse.Namespace) -> int:
+    report = agent.verify()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        for c in report.checks:
+            where = f" [{c.path}{':' + str(c.line) if c.line else ''}]" if c.path else ""
+            print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}{where}")
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dnscache-agent",
+        description="A local bind9 cache in front of the Amazon-provided DNS resolver.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", default="/", metavar="DIR",
+                        help="read and write every host path under DIR; skips service actions")
+    common.add_argument("--config", metavar="FILE",
+                        help="settings file (default /etc/dnscache-agent/agent.toml)")
+    common.add_argument("--resolver-backend", metavar="NAME",
+                        help="force a resolver backend instead of detecting it")
+    common.add_argument("--imds-endpoint", metavar="URL",
+                        help="IMDSv2 base URL (default http://169.254.169.254)")
+    common.add_argument("-v", "--verbose", action="count", default=0)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("facts", parents=[common], help="print what the agent sees on this host")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_facts)
+    p = sub.add_parser("plan", parents=[common],
+                       help="show the diff apply would make (exit 2 if changes are pending)")
+    p.set_defaults(func=cmd_plan)
+    p = sub.add_parser("apply", parents=[common], help="apply the plan in one transaction")
+    p.add_argument("--install-packages", action="store_true",
+                   help="install bind when it is missing")
+    p.set_defaults(func=cmd_apply)
+    p = sub.add_parser("rollback", parents=[common], help="restore the pre-agent state")
+    p.set_defaults(func=cmd_rollback)
+    p = sub.add_parser("verify", parents=[common],
+                       help="check the host matches the plan and the cache answers")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        agent = Agent(_options(args))
+        return int(args.func(agent, args))
+    except DnscacheError as exc:
+        print(f"dnscache-agent: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("dnscache-agent: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,69 @@
+"""The plan's data model: what files should hold and which actions follow. Pure values, shared by
+the planner (which builds them), the transaction (which carries them out) and verify."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Validator(str, Enum):
+    """How a staged file is checked before it is swapped in."""
+
+    NONE = "none"
+    NAMED_CHECKCONF = "named-checkconf"
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One file the agent owns: its full desired content.
+
+    `mode` applies to newly created files; an existing file keeps its mode and owner.
+    `owner` names the component (bind, resolver backend) for messages and verify.
+    """
+
+    path: str
+    content: bytes
+    mode: int = 0o644
+    validator: Validator = Validator.NONE
+    owner: str = "bind"
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class Command:
+    """An external command a backend runs after its files are written (e.g. `resolvconf -u`).
+    `optional` commands that are missing on the host are skipped, not failed."""
+
+    argv: tuple[str, ...]
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    files: tuple[FileChange, ...]
+    resolver_backend: str
+    activate: tuple[Command, ...] = ()
+    bind_installed: bool = True
+    notes: tuple[str, ...] = field(default=())
+
+    def bind_files(self) -> tuple[FileChange, ...]:
+        return tuple(f for f in self.files if f.owner == "bind")
+
+
+@dataclass(frozen=True)
+class FileDiff:
+    path: str
+    before: bytes | None
+    after: bytes
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    def unified(self) -> str:
+        old = [] if self.before is None else self.before.decode(errors="replace").splitlines(True)
+        new = self.after.decode(errors="replace").splitlines(True)
+        label_old = "/dev/null" if self.before is None else f"a{self.path}"
+        return "".join(difflib.unified_diff(old, new, label_old, f"b{self.path}"))

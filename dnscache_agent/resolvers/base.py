@@ -1,0 +1,75 @@
+"""The resolver-backend interface. A backend owns one way a distribution manages
+/etc/resolv.conf (a static file, resolvconf, dhclient, systemd-resolved, NetworkManager, netplan).
+
+Detection and planning are pure functions of what the facts layer read; only `activate` (run by
+the transaction after the files are written) touches the host, through the commands it returns.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..plan_model import Command, FileChange
+from ..settings import Settings
+
+RESOLV_CONF = "/etc/resolv.conf"
+
+
+@dataclass(frozen=True)
+class HostView:
+    """What a backend may look at, read by the facts layer.
+
+    `files` maps host paths to their *pristine* bytes (before the agent changed them; None when
+    absent), `links` maps paths to symlink targets, `binaries` and `units` say what is installed,
+    `current` holds the live bytes of files (for drift checks).
+    """
+
+    files: Mapping[str, bytes | None]
+    links: Mapping[str, str | None]
+    binaries: frozenset[str]
+    units: frozenset[str]
+    current: Mapping[str, bytes | None]
+
+    def text(self, path: str) -> str | None:
+        data = self.files.get(path)
+        return None if data is None else data.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class BackendContext:
+    """Everything `plan` needs: the host view, settings, and version string for file headers."""
+
+    view: HostView
+    settings: Settings
+    agent_version: str
+    vpc_resolver: str | None = None
+
+
+class ResolverBackend(ABC):
+    """One resolver manager. Higher `priority` wins when several detect themselves."""
+
+    name: str = ""
+    priority: int = 0
+    # Paths whose pristine content the facts layer must read for this backend.
+    inputs: tuple[str, ...] = (RESOLV_CONF,)
+    # Binaries and units whose presence the facts layer reports in HostView.
+    probes_binaries: tuple[str, ...] = ()
+    probes_units: tuple[str, ...] = ()
+
+    @abstractmethod
+    def detect(self, view: HostView) -> str | None:
+        """Why this backend owns the resolver config here, or None when it does not."""
+
+    @abstractmethod
+    def plan(self, ctx: BackendContext) -> tuple[FileChange, ...]:
+        """The files this backend writes. Pure."""
+
+    def activate(self, ctx: BackendContext) -> tuple[Command, ...]:
+        """Commands that make written files take effect, without restarting networking."""
+        return ()
+
+    def effective_resolv_conf(self, view: HostView) -> str:
+        """Where the resolv.conf that processes read ends up (for verify)."""
+        return RESOLV_CONF

@@ -1,0 +1,2 @@
+"""Metric sinks: CloudWatch (PutMetricData StatisticSets) and Prometheus (scrape or textfile).
+Both take `catalogue.Sample` values, so they publish the same figures under their own names."""
