@@ -10,6 +10,7 @@ from pathlib import Path
 import requests
 
 from . import host_facts, planner
+from .checkpoint import StateStore
 from .commands import Runner
 from .errors import ApplyError
 from .health import Health, wait_healthy
@@ -79,7 +80,8 @@ class Agent:
 
     def transaction(self) -> Transaction:
         return Transaction(self.root, self.facts.profile, runner=self.runner,
-                           service=self.service, health_check=self.health)
+                           service=self.service, health_check=self.health,
+                           store=StateStore(self.root, self.settings.agent.state_dir))
 
     def install_bind(self) -> None:
         """Install the platform's bind package (only when asked with --install-packages)."""

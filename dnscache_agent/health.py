@@ -1,8 +1,11 @@
-"""The health check: a real DNS query through the local cache. A response with NOERROR or
-NXDOMAIN proves named is up and its forwarder answers; SERVFAIL or silence is a failure."""
+"""The health check: real DNS queries through the local cache. A response with NOERROR or
+NXDOMAIN proves named is up and its forwarder answers; SERVFAIL or silence is a failure. The
+configured name may already be cached, so a second query asks a random label below it, which
+no cache holds: only a reachable forwarder can answer that one."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -41,14 +44,22 @@ def query_once(name: str, server: str = CACHE_ADDRESS, port: int = 53,
     return Health(ok, f"{name} {rdtype} @{server}: {rcode} in {latency:.0f} ms", rcode, latency)
 
 
+def uncached_name(name: str, token: Callable[[], str] = lambda: secrets.token_hex(6)) -> str:
+    """A label no cache can hold yet, below `name`."""
+    return f"dnscache-health-{token()}.{name.rstrip('.')}"
+
+
 def wait_healthy(name: str, *, deadline_s: float = 15.0, server: str = CACHE_ADDRESS,
                  port: int = 53, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> Health:
-    """Retry `query_once` until it passes or `deadline_s` runs out (named may still be loading
-    after a reload); returns the last result."""
+    """Query `name`, then an uncached name below it, retrying until both pass or `deadline_s`
+    runs out (named may still be loading after a reload); returns the last result."""
     end = clock() + deadline_s
-    result = query_once(name, server, port)
-    while not result.ok and clock() < end:
+    while True:
+        timeout = min(2.0, max(0.2, end - clock()))
+        result = query_once(name, server, port, timeout=timeout)
+        if result.ok:
+            result = query_once(uncached_name(name), server, port, timeout=timeout)
+        if result.ok or clock() >= end:
+            return result
         sleep(0.25)
-        result = query_once(name, server, port, timeout=min(2.0, max(0.2, end - clock())))
-    return result

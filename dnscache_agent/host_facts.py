@@ -104,7 +104,7 @@ def gather(root: Root, settings: Settings, *, runner: Runner | None = None,
     runner = runner or Runner()
     os_release = read_os_release(root)
     profile = profile_for(os_release)
-    store = StateStore(root)
+    store = StateStore(root, settings.agent.state_dir)
     view = read_view(root, store)
     ec2 = None
     if settings.imds.enabled:

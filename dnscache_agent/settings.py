@@ -91,7 +91,15 @@ class DaemonSettings:
 
 
 @dataclass(frozen=True)
+class AgentSettings:
+    """Where the agent keeps its checkpoints (a host path, under --root)."""
+
+    state_dir: str = "/var/lib/dnscache-agent"
+
+
+@dataclass(frozen=True)
 class Settings:
+    agent: AgentSettings = field(default_factory=AgentSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     resolver: ResolverSettings = field(default_factory=ResolverSettings)
     imds: ImdsSettings = field(default_factory=ImdsSettings)
@@ -199,6 +207,9 @@ def _abs_path(v: Any) -> str:
 _Schema = Mapping[str, Check]
 
 SCHEMA: dict[str, tuple[type, _Schema]] = {
+    "agent": (AgentSettings, {
+        "state_dir": _abs_path,
+    }),
     "cache": (CacheSettings, {
         "forwarders": _ip_list,
         "ipv6_forwarder": _bool,

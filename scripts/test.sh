@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Sets up (scripts/setup.sh) and runs the whole test suite: lint, types, unit, integration
+# (real named in a simulated VPC) and system tests (containers booting systemd). As root.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$here/scripts/setup.sh"
+cd "$here"
+# Nothing a test runs may reach the real instance metadata service.
+export DNSCACHE_AGENT_IMDS_ENDPOINT="http://127.0.0.1:9"
+.venv/bin/ruff check dnscache_agent rig tests bench
+.venv/bin/mypy dnscache_agent
+exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
