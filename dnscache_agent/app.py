@@ -19,6 +19,11 @@ from .imds import ImdsClient
 from .plan_model import Plan
 from .rootfs import Root
 from .services import NamedService, for_host
+from .stats.budget import BudgetTracker
+from .stats.collector import BindStatsCollector
+from .stats.ena import EthtoolReader
+from .stats.routing import interface_for
+from .stats.sampler import Sampler
 from .settings import DEFAULT_CONFIG_PATH, Settings, load, with_overrides
 from .transaction import Transaction
 from .verify import VerifyReport, verify
@@ -101,6 +106,21 @@ class Agent:
         except requests.RequestException as exc:
             return False, f"{url}: {type(exc).__name__}"
         return resp.ok, f"{url}: HTTP {resp.status_code}"
+
+    def sampler(self) -> Sampler:
+        """The once-a-second statistics reader for `stats` and the daemon."""
+        import psutil
+
+        forwarder = self.settings.all_forwarders[0]
+        interfaces = tuple(sorted(n for n in psutil.net_if_stats() if n != "lo"))
+        upstream = interface_for(forwarder, self.runner,
+                                 default=interfaces[0] if interfaces else "eth0")
+        return Sampler(
+            BindStatsCollector(self.settings.cache.statistics_port),
+            EthtoolReader(self.runner),
+            BudgetTracker(self.settings.budget.limit_pps,
+                          warn_headroom_pct=self.settings.budget.warn_headroom_pct),
+            upstream_interface=upstream, interfaces=interfaces)
 
     def verify(self) -> VerifyReport:
         live = self.root.is_live

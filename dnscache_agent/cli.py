@@ -8,11 +8,13 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from . import __version__, host_facts
 from .app import Agent, Options
-from .errors import DnscacheError
+from .errors import ConfigError, DnscacheError
+from .stats.table import render_budget_bar, render_json, render_table
 from .transaction import pending
 
 log = logging.getLogger("dnscache_agent")
@@ -118,6 +120,59 @@ def cmd_verify(agent: Agent, args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_stats(agent: Agent, args: argparse.Namespace) -> int:
+    sampler = agent.sampler()
+    sampler.sample()
+    shown = 0
+    while True:
+        time.sleep(1.0)
+        sample = sampler.sample()
+        assert sample is not None
+        if args.json:
+            print(json.dumps(render_json(sample), indent=None if args.watch else 2), flush=True)
+        else:
+            if args.watch and sys.stdout.isatty():
+                sys.stdout.write("\x1b[H\x1b[2J")
+            print(render_table(sample))
+            for status in sampler.budget.statuses().values():
+                print(render_budget_bar(status))
+            sys.stdout.flush()
+        shown += 1
+        if not args.watch or (args.count and shown >= args.count):
+            return 0
+
+
+def cmd_alarm_create(agent: Agent, args: argparse.Namespace) -> int:
+    from .sinks.cloudwatch import build_client, create_headroom_alarm
+
+    m = agent.settings.metrics
+    facts = agent.facts
+    instance_id = args.instance_id or (facts.ec2.instance_id if facts.ec2 else None)
+    if not instance_id:
+        raise ConfigError("alarm create: --instance-id is required off EC2 (IMDS did not answer)")
+    client = build_client(region=m.region or (facts.ec2.region if facts.ec2 else None),
+                          endpoint_url=m.endpoint_url or None)
+    name = create_headroom_alarm(client, m.namespace, instance_id, args.interface,
+                                 threshold_pct=args.threshold,
+                                 alarm_actions=tuple(args.alarm_action))
+    print(f"alarm {name}: BudgetHeadroom < {args.threshold:g}% on {instance_id}/{args.interface}")
+    return 0
+
+
+def cmd_run(agent: Agent, args: argparse.Namespace) -> int:
+    from .daemon import run_daemon
+
+    return run_daemon(agent, args)
+
+
+def cmd_install_service(agent: Agent, args: argparse.Namespace) -> int:
+    from .service_install import install_service
+
+    for line in install_service(agent, args):
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dnscache-agent",
@@ -151,6 +206,27 @@ def build_parser() -> argparse.ArgumentParser:
                        help="check the host matches the plan and the cache answers")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
+    p = sub.add_parser("stats", parents=[common],
+                       help="query rates, cache hit ratio and the per-interface packet budget")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--watch", action="store_true", help="refresh once a second")
+    p.add_argument("--count", type=int, default=0, help="with --watch: stop after N samples")
+    p.set_defaults(func=cmd_stats)
+    p = sub.add_parser("alarm", parents=[common], help="CloudWatch alarms")
+    alarm = p.add_subparsers(dest="alarm_command", required=True)
+    p = alarm.add_parser("create", parents=[common],
+                         help="alarm when budget headroom falls below a threshold")
+    p.add_argument("--interface", default="eth0")
+    p.add_argument("--threshold", type=float, default=20.0, help="headroom %% (default 20)")
+    p.add_argument("--instance-id")
+    p.add_argument("--alarm-action", action="append", default=[], metavar="ARN")
+    p.set_defaults(func=cmd_alarm_create)
+    p = sub.add_parser("run", parents=[common],
+                       help="the daemon: statistics, metrics export and drift self-heal")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("install-service", parents=[common],
+                       help="install and enable the systemd unit from this package")
+    p.set_defaults(func=cmd_install_service)
     return parser
 
 

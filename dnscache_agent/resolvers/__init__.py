@@ -6,9 +6,17 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from .base import BackendContext, HostView, ResolverBackend
+from .dhclient import DhclientBackend
+from .netplan import NetplanBackend
+from .networkmanager import NetworkManagerBackend
+from .resolvconf import ResolvconfBackend
+from .resolved import ResolvedBackend
 from .static import StaticBackend
 
-BACKENDS: dict[str, ResolverBackend] = {b.name: b for b in (StaticBackend(),)}
+# Highest priority first when several detect themselves (netplan hosts also run resolved).
+BACKENDS: dict[str, ResolverBackend] = {b.name: b for b in (
+    NetplanBackend(), ResolvedBackend(), ResolvconfBackend(), NetworkManagerBackend(),
+    DhclientBackend(), StaticBackend())}
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ the transaction after the files are written) touches the host, through the comma
 
 from __future__ import annotations
 
+import posixpath
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +37,19 @@ class HostView:
         data = self.files.get(path)
         return None if data is None else data.decode("utf-8", errors="replace")
 
+    def link_target(self, path: str = RESOLV_CONF) -> str | None:
+        """The absolute, normalised path the (pristine) symlink at `path` points to, or None.
+
+        Backends read the target through their own `inputs` instead of through the link: an
+        absolute link in a `--root` tree would lead out of the tree, and once the agent has
+        replaced the link with a file, the pristine bytes of `path` itself are None."""
+        target = self.links.get(path)
+        if not target:
+            return None
+        if not target.startswith("/"):
+            target = posixpath.join(posixpath.dirname(path), target)
+        return posixpath.normpath(target)
+
 
 @dataclass(frozen=True)
 class BackendContext:
@@ -57,6 +71,10 @@ class ResolverBackend(ABC):
     # Binaries and units whose presence the facts layer reports in HostView.
     probes_binaries: tuple[str, ...] = ()
     probes_units: tuple[str, ...] = ()
+    # Files this backend writes once but the manager itself rewrites later (dhclient-script on
+    # a renew). Their bytes may drift legitimately: verify should judge them with
+    # resolv_conf.check_invariants, not byte for byte.
+    regenerated: tuple[str, ...] = ()
 
     @abstractmethod
     def detect(self, view: HostView) -> str | None:

@@ -1,0 +1,356 @@
+"""The metric catalogue: every figure the agent reports, defined once.
+
+The `stats` table, the JSON output, the CloudWatch and Prometheus sinks and `docs/metrics.md`
+are all generated from `CATALOGUE`, so a metric cannot exist in one place and be missing or
+differently named in another. `build_sample()` turns the stats objects into a flat `Sample`
+that every consumer reads.
+
+Regenerate the docs with `python -m dnscache_agent.stats.catalogue > docs/metrics.md`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .bind_stats import RTT_BUCKETS, RTT_LABELS, BindSnapshot
+from .budget import BudgetStatus
+from .ena import EnaDelta
+from .rates import TCP_EXTRA_PACKETS, Rates
+
+HOST = "host"
+INTERFACE = "interface"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One reported figure. `getter` is a dotted path into the stats objects: `rates.*`,
+    `snapshot.*` (host scope), `budget.*`, `ena.*` (interface scope); a numeric part indexes a
+    tuple. A metric without a CloudWatch or Prometheus name is not sent to that sink."""
+
+    key: str
+    title: str
+    unit: str
+    scope: str
+    source: str
+    getter: str
+    action: str
+    cloudwatch_name: str | None = None
+    cloudwatch_unit: str = "None"
+    #: Multiplier applied before sending to CloudWatch (ratios are sent as Percent).
+    cloudwatch_scale: float = 1.0
+    prometheus_name: str | None = None
+    prometheus_type: str = "gauge"
+    prometheus_labels: tuple[tuple[str, str], ...] = ()
+    help: str = ""
+    #: Table format: "rate", "ratio", "count".
+    display: str = "rate"
+
+
+def _rtt_metrics() -> tuple[Metric, ...]:
+    out = []
+    for i, (bucket, label) in enumerate(zip(RTT_BUCKETS, RTT_LABELS)):
+        camel = label[0].upper() + label[1:]
+        out.append(Metric(
+            key=f"upstream_rtt_share_{label}", title=f"Upstream RTT {label}", unit="ratio",
+            scope=HOST, source=f"resstats {bucket} / all QryRTT*",
+            getter=f"rates.rtt_distribution.{i}",
+            action=("Shares at 500 ms and above mean a slow or overloaded resolver; with "
+                    "timeouts rising the per-interface limit is likely being hit."
+                    if i >= 3 else "Informational: where upstream answers land."),
+            cloudwatch_name=f"UpstreamRttShare{camel}", cloudwatch_unit="Percent",
+            cloudwatch_scale=100.0,
+            prometheus_name="dnscache_upstream_rtt_share_ratio",
+            prometheus_labels=(("bucket", label),),
+            help="Share of upstream answers per round-trip-time bucket over the last interval.",
+            display="ratio",
+        ))
+    return tuple(out)
+
+
+def _ena_metrics() -> tuple[Metric, ...]:
+    actions = {
+        "linklocal_allowance_exceeded": (
+            "Packets to the Amazon DNS, IMDS or time sync dropped over 1024/s on this "
+            "interface: the cache is not absorbing enough. Check budget headroom, the cache "
+            "hit ratio and which client floods."),
+        "pps_allowance_exceeded": "The instance's total packets/s allowance was exceeded; "
+                                  "a bigger instance type or fewer packets is the fix.",
+        "conntrack_allowance_exceeded": "Connection tracking table full: new flows dropped. "
+                                        "Reduce tracked flows (security-group rules) or resize.",
+        "bw_in_allowance_exceeded": "Inbound bandwidth allowance exceeded: resize or spread.",
+        "bw_out_allowance_exceeded": "Outbound bandwidth allowance exceeded: resize or spread.",
+    }
+    out = []
+    for name, action in actions.items():
+        camel = "".join(part.capitalize() for part in name.split("_"))
+        out.append(Metric(
+            key=f"ena_{name}", title=f"ENA {name}", unit="packets/interval", scope=INTERFACE,
+            source=f"ethtool -S {name} (delta)", getter=f"ena.{name}", action=action,
+            cloudwatch_name=f"Ena{camel}", cloudwatch_unit="Count",
+            help=f"Increase of ENA {name} over the last interval.", display="count",
+        ))
+        out.append(Metric(
+            key=f"ena_{name}_total", title=f"ENA {name} total", unit="packets",
+            scope=INTERFACE, source=f"ethtool -S {name}", getter=f"ena.totals.{name}",
+            action="Running total as the driver reports it; use the delta above to alert.",
+            prometheus_name=f"dnscache_ena_{name}_total", prometheus_type="counter",
+            help=f"ENA {name} counter as reported by ethtool -S.", display="count",
+        ))
+    return tuple(out)
+
+
+_BASE: tuple[Metric, ...] = (
+    Metric("client_qps", "Client queries", "queries/s", HOST, "nsstats Requestv4 + Requestv6",
+           "rates.client_qps",
+           "Baseline load. A jump together with a falling cache hit ratio means a new workload "
+           "or a client looping on names that do not resolve.",
+           "ClientQueries", "Count/Second", 1.0, "dnscache_client_queries_per_second",
+           help="Queries received from clients per second."),
+    Metric("client_queries_total", "Client queries total", "queries", HOST,
+           "nsstats Requestv4 + Requestv6", "snapshot.client_queries",
+           "Running total since named started; resets on restart.",
+           prometheus_name="dnscache_client_queries_total", prometheus_type="counter",
+           help="Queries received from clients since named started.", display="count"),
+    Metric("aaaa_share", "AAAA share", "ratio", HOST, "qtypes AAAA / all qtypes",
+           "rates.aaaa_share",
+           "High on IPv4-only hosts: applications ask for AAAA on every lookup and double the "
+           "misses. glibc `options no-aaaa` or application settings cut it.",
+           "AAAAShare", "Percent", 100.0, "dnscache_client_aaaa_ratio",
+           help="Share of client queries asking for AAAA.", display="ratio"),
+    Metric("cache_hit_ratio", "Cache hit ratio", "ratio", HOST,
+           "cachestats QueryHits / (QueryHits + QueryMisses)", "rates.cache_hit_ratio",
+           "Every miss is an upstream packet. A falling ratio means random or unique names "
+           "(often a misconfigured search list) or very short TTLs; min-cache-ttl helps the "
+           "latter.",
+           "CacheHitRatio", "Percent", 100.0, "dnscache_cache_hit_ratio",
+           help="Share of client lookups answered from cache.", display="ratio"),
+    Metric("upstream_pps", "Upstream packets", "packets/s", HOST,
+           f"resstats Queryv4 + Queryv6 + {TCP_EXTRA_PACKETS} x Truncated", "rates.upstream_pps",
+           "What EC2's 1024/s per-interface limit counts (retries included; each TCP fallback "
+           "costs ~6 packets). See budget headroom.",
+           "UpstreamPackets", "Count/Second", 1.0, "dnscache_upstream_packets_per_second",
+           help="Estimated packets sent to the forwarders per second (queries, retries, TCP)."),
+    Metric("upstream_qps", "Upstream queries", "queries/s", HOST,
+           "resstats Queryv4 + Queryv6 (retries included)", "rates.upstream_qps",
+           "Cache misses, prefetches and retries sent to the forwarders.",
+           "UpstreamQueries", "Count/Second", 1.0, "dnscache_upstream_queries_per_second",
+           help="Queries sent to the forwarders per second, retries included."),
+    Metric("upstream_queries_total", "Upstream queries total", "queries", HOST,
+           "resstats Queryv4 + Queryv6", "snapshot.upstream_queries",
+           "Running total since named started; resets on restart.",
+           prometheus_name="dnscache_upstream_queries_total", prometheus_type="counter",
+           help="Queries sent to the forwarders since named started.", display="count"),
+    Metric("upstream_tcp_ps", "Upstream TCP fallbacks", "queries/s", HOST,
+           "resstats Truncated", "rates.upstream_tcp_ps",
+           "Each truncated answer is retried over TCP at ~6 packets. Large answers (TXT, "
+           "DNSSEC); check edns-udp-size and what is being asked.",
+           "UpstreamTcpFallbacks", "Count/Second", 1.0,
+           "dnscache_upstream_tcp_fallbacks_per_second",
+           help="Truncated upstream answers (each retried over TCP) per second."),
+    Metric("upstream_retries_ps", "Upstream retries", "queries/s", HOST, "resstats Retry",
+           "rates.upstream_retries_ps",
+           "Retries are packets too. Rising with timeouts means the resolver drops packets: "
+           "the limit is being hit; check linklocal_allowance_exceeded.",
+           "UpstreamRetries", "Count/Second", 1.0, "dnscache_upstream_retries_per_second",
+           help="Upstream query retries per second."),
+    Metric("upstream_timeouts_ps", "Upstream timeouts", "queries/s", HOST,
+           "resstats QueryTimeout", "rates.upstream_timeouts_ps",
+           "Unanswered upstream queries: dropped over the limit, or the resolver is "
+           "unreachable. Compare with linklocal_allowance_exceeded.",
+           "UpstreamTimeouts", "Count/Second", 1.0, "dnscache_upstream_timeouts_per_second",
+           help="Upstream queries that timed out per second."),
+    Metric("upstream_servfail_ps", "Upstream SERVFAIL", "answers/s", HOST, "resstats SERVFAIL",
+           "rates.upstream_servfail_ps",
+           "The resolver itself failed (broken delegation, DNSSEC failure upstream).",
+           "UpstreamServfail", "Count/Second", 1.0, "dnscache_upstream_servfail_per_second",
+           help="SERVFAIL answers received from the forwarders per second."),
+    Metric("upstream_quota_drops_ps", "Upstream quota drops", "queries/s", HOST,
+           "resstats ClientQuota + ServerQuota", "rates.upstream_quota_drops_ps",
+           "recursive-clients or fetches-per-server reached: raise recursive-clients if memory "
+           "allows, or find the flooding client.",
+           "UpstreamQuotaDrops", "Count/Second", 1.0,
+           "dnscache_upstream_quota_drops_per_second",
+           help="Fetches refused by bind's client or server quotas per second."),
+    Metric("upstream_rtt_slow_ratio", "Upstream answers >= 500 ms", "ratio", HOST,
+           "resstats QryRTT800 + QryRTT1600 + QryRTT1600+ / all QryRTT*",
+           "rates.upstream_rtt_slow_ratio",
+           "Slow upstream answers: an overloaded resolver, or answers after retries.",
+           "UpstreamRttSlowShare", "Percent", 100.0, "dnscache_upstream_rtt_slow_ratio",
+           help="Share of upstream answers that took 500 ms or more.", display="ratio"),
+    Metric("client_servfail_ps", "Client SERVFAIL", "answers/s", HOST, "nsstats QrySERVFAIL",
+           "rates.client_servfail_ps",
+           "Clients see failures: upstream timeouts or SERVFAIL with nothing stale to serve.",
+           "ClientServfail", "Count/Second", 1.0, "dnscache_client_servfail_per_second",
+           help="SERVFAIL answers sent to clients per second."),
+    Metric("client_nxdomain_ps", "Client NXDOMAIN", "answers/s", HOST, "nsstats QryNXDOMAIN",
+           "rates.client_nxdomain_ps",
+           "Usually search-list expansion (ndots); a jump often means a misconfigured client.",
+           "ClientNxdomain", "Count/Second", 1.0, "dnscache_client_nxdomain_per_second",
+           help="NXDOMAIN answers sent to clients per second."),
+    Metric("client_dropped_ps", "Client queries dropped", "queries/s", HOST,
+           "nsstats QryDropped + RecLimitDropped", "rates.client_dropped_ps",
+           "Clients get no answer (recursive-clients exhausted or duplicate queries dropped): "
+           "they will time out and retry.",
+           "ClientDropped", "Count/Second", 1.0, "dnscache_client_dropped_per_second",
+           help="Client queries dropped by bind per second."),
+    Metric("client_failure_ps", "Client query failures", "queries/s", HOST,
+           "nsstats QryFailure", "rates.client_failure_ps",
+           "Queries that failed for other reasons (refused, formerr); check named's log.",
+           "ClientFailures", "Count/Second", 1.0, "dnscache_client_failures_per_second",
+           help="Client queries that failed for other reasons per second."),
+    Metric("stale_answers_ps", "Stale answers", "answers/s", HOST, "nsstats QryUsedStale",
+           "rates.stale_answers_ps",
+           "The resolver did not answer in time and clients got stale data instead of an "
+           "error: check upstream timeouts and linklocal_allowance_exceeded.",
+           "StaleAnswers", "Count/Second", 1.0, "dnscache_stale_answers_per_second",
+           help="Stale answers served to clients per second."),
+    Metric("prefetch_ps", "Prefetches", "queries/s", HOST, "nsstats Prefetch",
+           "rates.prefetch_ps",
+           "Popular names refreshed before expiry; each is an upstream query. Raise the "
+           "prefetch trigger if the budget is tight.",
+           "Prefetches", "Count/Second", 1.0, "dnscache_prefetch_per_second",
+           help="Prefetch queries per second."),
+)
+
+_BUDGET: tuple[Metric, ...] = (
+    Metric("budget_pps", "Budget use", "packets/s", INTERFACE,
+           "upstream packets routed via this interface", "budget.pps",
+           "CloudWatch Maximum over a minute is its peak second: bursts above the limit are "
+           "what gets dropped.",
+           "BudgetPackets", "Count/Second", 1.0, "dnscache_budget_packets_per_second",
+           help="Upstream packets per second on this interface (last second)."),
+    Metric("budget_headroom", "Budget headroom", "ratio", INTERFACE,
+           "1 - packets/s / limit", "budget.headroom_ratio",
+           "Below the warning threshold the agent logs a warning; at or below 0 packets are "
+           "being dropped. Alarm on the Minimum (`dnscache-agent alarm create`).",
+           "BudgetHeadroom", "Percent", 100.0, "dnscache_budget_headroom_ratio",
+           help="Unused share of the per-interface packet limit (negative when over).",
+           display="ratio"),
+    Metric("budget_minute_peak_pps", "Budget peak second (minute)", "packets/s", INTERFACE,
+           "max one-second packets/s this minute", "budget.minute_peak_pps",
+           "The busiest second of the current minute; compare with the limit.",
+           prometheus_name="dnscache_budget_minute_peak_packets_per_second",
+           help="Busiest second of the current minute, packets per second."),
+    Metric("budget_minute_mean_pps", "Budget mean (minute)", "packets/s", INTERFACE,
+           "mean one-second packets/s this minute", "budget.minute_mean_pps",
+           "Average cost; a mean far below the peak means bursty clients.",
+           prometheus_name="dnscache_budget_minute_mean_packets_per_second",
+           help="Mean packets per second over the current minute."),
+    Metric("budget_limit_pps", "Budget limit", "packets/s", INTERFACE,
+           "settings [budget] limit_pps", "budget.limit_pps",
+           "The configured limit (EC2: 1024/s per interface).",
+           prometheus_name="dnscache_budget_limit_packets_per_second",
+           help="Configured per-interface packet limit."),
+    Metric("ena_present", "ENA counters present", "0/1", INTERFACE,
+           "ethtool -S has allowance counters", "ena.is_ena",
+           "0 means not an ENA interface (not EC2, or an old driver): no drop counters.",
+           prometheus_name="dnscache_ena_counters_present",
+           help="1 when the interface reports ENA allowance counters.", display="count"),
+    Metric("ena_conntrack_allowance_available", "ENA conntrack available", "connections",
+           INTERFACE, "ethtool -S conntrack_allowance_available",
+           "ena.conntrack_allowance_available",
+           "Tracked connections left before conntrack_allowance_exceeded starts moving.",
+           "EnaConntrackAllowanceAvailable", "Count", 1.0,
+           "dnscache_ena_conntrack_allowance_available",
+           help="Connections that can still be tracked on this interface.", display="count"),
+)
+
+CATALOGUE: tuple[Metric, ...] = _BASE + _rtt_metrics() + _BUDGET + _ena_metrics()
+BY_KEY: dict[str, Metric] = {m.key: m for m in CATALOGUE}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One second's figures, keyed by `Metric.key`: `host` values, and per-interface values.
+    A figure with no value this second (a ratio with no queries, an absent counter) is left
+    out rather than reported as 0."""
+
+    timestamp: float
+    host: Mapping[str, float] = field(default_factory=dict)
+    interfaces: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "timestamp": self.timestamp,
+            "host": dict(self.host),
+            "interfaces": {name: dict(vals) for name, vals in sorted(self.interfaces.items())},
+        }
+
+
+def _resolve(obj: object, path: str) -> float | None:
+    for part in path.split("."):
+        if obj is None:
+            return None
+        if part.isdigit():
+            obj = obj[int(part)] if isinstance(obj, tuple) and int(part) < len(obj) else None
+        else:
+            obj = getattr(obj, part)
+    if obj is None:
+        return None
+    value = float(obj)  # type: ignore[arg-type]
+    return value if math.isfinite(value) else None
+
+
+def build_sample(timestamp: float, *, rates: Rates | None = None,
+                 snapshot: BindSnapshot | None = None,
+                 budgets: Mapping[str, BudgetStatus] | None = None,
+                 ena: Mapping[str, EnaDelta] | None = None) -> Sample:
+    """Flatten the stats objects into a `Sample` using each metric's getter."""
+    host_src = {"rates": rates, "snapshot": snapshot}
+    host: dict[str, float] = {}
+    for m in CATALOGUE:
+        if m.scope == HOST:
+            root, _, rest = m.getter.partition(".")
+            value = _resolve(host_src[root], rest)
+            if value is not None:
+                host[m.key] = value
+    budgets = budgets or {}
+    ena = ena or {}
+    interfaces: dict[str, dict[str, float]] = {}
+    for name in sorted(set(budgets) | set(ena)):
+        src = {"budget": budgets.get(name), "ena": ena.get(name)}
+        vals: dict[str, float] = {}
+        for m in CATALOGUE:
+            if m.scope == INTERFACE:
+                root, _, rest = m.getter.partition(".")
+                value = _resolve(src[root], rest)
+                if value is not None:
+                    vals[m.key] = value
+        interfaces[name] = vals
+    return Sample(timestamp=timestamp, host=host, interfaces=interfaces)
+
+
+def render_markdown() -> str:
+    """The metrics table for docs/metrics.md and the README."""
+    lines = [
+        "# Metrics",
+        "",
+        "Generated from `dnscache_agent/stats/catalogue.py` "
+        "(`python -m dnscache_agent.stats.catalogue > docs/metrics.md`); do not edit by hand.",
+        "",
+        "Host metrics carry the CloudWatch dimension `InstanceId`; interface metrics carry "
+        "`InstanceId` and `Interface` (Prometheus label `interface`). CloudWatch receives "
+        "one-minute StatisticSets of one-second samples: use Maximum for the peak second.",
+        "",
+        "| Metric | Unit | Source counter | CloudWatch | Prometheus | What to do when it moves |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in CATALOGUE:
+        cw = f"`{m.cloudwatch_name}` ({m.cloudwatch_unit})" if m.cloudwatch_name else "-"
+        if m.prometheus_name:
+            labels = ",".join(f'{k}="{v}"' for k, v in m.prometheus_labels)
+            prom = f"`{m.prometheus_name}{{{labels}}}`" if labels else f"`{m.prometheus_name}`"
+        else:
+            prom = "-"
+        scope = " (per interface)" if m.scope == INTERFACE else ""
+        lines.append(f"| {m.title}{scope} | {m.unit} | {m.source} | {cw} | {prom} | "
+                     f"{m.action.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - regenerates docs/metrics.md
+    sys.stdout.write(render_markdown())

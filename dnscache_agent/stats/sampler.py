@@ -1,0 +1,60 @@
+"""One sample a second: bind's statistics channel, ENA counters and the per-interface budget,
+flattened through the metric catalogue. Shared by `stats`, `stats --watch` and the daemon, so
+all three report the same figures. Collaborators and the clock are injected."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from .bind_stats import BindSnapshot
+from .budget import BudgetEvent, BudgetTracker
+from .catalogue import Sample, build_sample
+from .collector import BindStatsCollector
+from .ena import EnaCounters, EnaDelta, EthtoolReader, ena_delta
+from .rates import Rates, compute_rates
+
+log = logging.getLogger(__name__)
+
+
+class Sampler:
+    """Call `sample()` about once a second; the first call only primes the counters."""
+
+    def __init__(self, collector: BindStatsCollector, ethtool: EthtoolReader,
+                 budget: BudgetTracker, *, upstream_interface: str,
+                 interfaces: tuple[str, ...], clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.collector = collector
+        self.ethtool = ethtool
+        self.budget = budget
+        self.upstream_interface = upstream_interface
+        self.interfaces = tuple(dict.fromkeys((upstream_interface, *interfaces)))
+        self.clock = clock
+        self.monotonic = monotonic
+        self._prev: tuple[float, BindSnapshot, dict[str, EnaCounters]] | None = None
+        self.last: Sample | None = None
+        self.last_rates: Rates | None = None
+        self.events: list[BudgetEvent] = []
+
+    def sample(self) -> Sample | None:
+        """Read everything once; returns a Sample from the second call on.
+        Raises StatsUnavailableError when named's statistics channel does not answer."""
+        now = self.monotonic()
+        snap = self.collector.fetch()
+        ena = self.ethtool.read_all(list(self.interfaces))
+        prev, self._prev = self._prev, (now, snap, ena)
+        if prev is None:
+            return None
+        then, prev_snap, prev_ena = prev
+        elapsed = max(now - then, 1e-3)
+        rates = compute_rates(prev_snap, snap, elapsed)
+        self.events = self.budget.record(self.upstream_interface, rates.upstream_pps)
+        deltas: dict[str, EnaDelta] = {
+            name: ena_delta(prev_ena[name], ena[name], elapsed)
+            for name in ena if name in prev_ena
+        }
+        self.last_rates = rates
+        self.last = build_sample(self.clock(), rates=rates, snapshot=snap,
+                                 budgets=self.budget.statuses(), ena=deltas)
+        return self.last

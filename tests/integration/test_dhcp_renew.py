@@ -1,0 +1,240 @@
+"""A real DHCP round trip for the dhclient backend: dnsmasq serves leases in one namespace, the
+real ISC dhclient and Debian's dhclient-script run in another, with the config the agent planned.
+
+Addresses are link-local (169.254.77.0/24) inside namespaces this test creates; the DNS server
+the lease names (169.254.77.53) is never queried. dhclient-script is a copy of the host's with
+its hook directories pointed at empty folders, so no host hook (timesyncd, routes) runs; its
+make_resolv_conf is unchanged. Inside `ip netns exec`, /etc/resolv.conf is a bind mount of
+/etc/netns/<ns>/resolv.conf: dhclient-script writes it with `cat >` and the agent's hostfs
+falls back to an in-place write when rename(2) over the mount fails with EBUSY.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from dnscache_agent import host_facts, resolv_conf, resolvers
+from dnscache_agent.checkpoint import StateStore
+from dnscache_agent.commands import Runner
+from dnscache_agent.health import Health
+from dnscache_agent.plan_model import Plan
+from dnscache_agent.platform import DEBIAN
+from dnscache_agent.resolvers import BackendContext
+from dnscache_agent.resolvers import dhclient as dhclient_mod
+from dnscache_agent.rootfs import Root
+from dnscache_agent.services import NoService
+from dnscache_agent.settings import ImdsSettings, Settings
+from dnscache_agent.transaction import Transaction
+from rig import netns
+
+REPO = Path(__file__).resolve().parents[2]
+SERVER_ADDR = "169.254.77.1"
+DNS_FROM_DHCP = "169.254.77.53"
+DOMAIN = "dnscache.test"
+SEARCH = DOMAIN + "."  # dhclient prints the RFC 3397 domain-search list fully qualified
+SETTINGS = Settings(imds=ImdsSettings(enabled=False))
+HOST_SCRIPT = Path("/sbin/dhclient-script")
+HOST_CONF = Path("/etc/dhcp/dhclient.conf")
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(b) for b in ("dnsmasq", "dhclient", "ip"))
+    or not HOST_SCRIPT.exists(),
+    reason="needs root, dnsmasq, dhclient and /sbin/dhclient-script")
+
+
+@dataclass
+class Lab:
+    server_ns: str
+    client_ns: str
+    client_if: str
+    work: Path
+
+    @property
+    def resolv_conf(self) -> Path:
+        """What processes in the client namespace see as /etc/resolv.conf."""
+        return Path("/etc/netns") / self.client_ns / "resolv.conf"
+
+    @property
+    def leases(self) -> Path:
+        return self.work / "dhclient.leases"
+
+    def pid_file(self, tag: str) -> Path:
+        return self.work / f"dhclient-{tag}.pid"
+
+
+def _hookless_script(work: Path) -> Path:
+    """A copy of dhclient-script whose hook paths point at empty folders under `work`."""
+    hooks = work / "hooks"
+    (hooks / "enter.d").mkdir(parents=True)
+    (hooks / "exit.d").mkdir()
+    text = HOST_SCRIPT.read_text()
+    for old, new in (("/etc/dhcp/dhclient-enter-hooks.d", hooks / "enter.d"),
+                     ("/etc/dhcp/dhclient-exit-hooks.d", hooks / "exit.d"),
+                     ("/etc/dhcp/dhclient-enter-hooks", hooks / "enter"),
+                     ("/etc/dhcp/dhclient-exit-hooks", hooks / "exit")):
+        text = text.replace(old, str(new))
+    script = work / "dhclient-script"
+    script.write_text(text)
+    script.chmod(0o755)
+    return script
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    token = os.urandom(3).hex()
+    server_ns = netns.unique_name("dcr", "srv", token=token)
+    client_ns = netns.unique_name("dcr", "cli", token=token)
+    srv_if, cli_if = f"dcs{token}", f"dcc{token}"
+    overlay = Path("/etc/netns") / client_ns
+    dnsmasq: subprocess.Popen[bytes] | None = None
+    try:
+        netns.add(server_ns)
+        netns.add(client_ns)
+        netns.run(["ip", "link", "add", srv_if, "type", "veth", "peer", "name", cli_if])
+        netns.run(["ip", "link", "set", srv_if, "netns", server_ns])
+        netns.run(["ip", "link", "set", cli_if, "netns", client_ns])
+        for ns, ifname in ((server_ns, srv_if), (client_ns, cli_if)):
+            netns.run(netns.exec_argv(ns, ["ip", "link", "set", "lo", "up"]))
+            netns.run(netns.exec_argv(ns, ["ip", "link", "set", ifname, "up"]))
+        netns.run(netns.exec_argv(server_ns, ["ip", "addr", "add", f"{SERVER_ADDR}/24",
+                                              "dev", srv_if]))
+        overlay.mkdir(parents=True)
+        (overlay / "resolv.conf").write_text("")
+        dnsmasq = subprocess.Popen(netns.exec_argv(server_ns, [
+            "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+            "--user=root", "--group=root", f"--interface={srv_if}", "--bind-interfaces",
+            f"--dhcp-leasefile={tmp_path / 'dnsmasq.leases'}", "--pid-file",
+            "--dhcp-range=169.254.77.10,169.254.77.20,255.255.255.0,2m",
+            f"--dhcp-option=option:dns-server,{DNS_FROM_DHCP}",
+            f"--dhcp-option=option:domain-name,{DOMAIN}",
+            f"--dhcp-option=option:domain-search,{DOMAIN}",
+            "--dhcp-option=option:router",  # no default route in the client namespace
+            # Renew after 6 s instead of half the 2-minute minimum lease.
+            "--dhcp-option=option:T1,6", "--dhcp-option=option:T2,100",
+        ]), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.5)
+        assert dnsmasq.poll() is None, dnsmasq.stderr.read() if dnsmasq.stderr else ""
+        yield Lab(server_ns, client_ns, cli_if, tmp_path)
+    finally:
+        for ns in (client_ns, server_ns):
+            with contextlib.suppress(netns.RigError):
+                netns.kill_all_in(ns)
+        if dnsmasq is not None:
+            netns.kill_pids([dnsmasq.pid])
+            dnsmasq.wait(5)
+        for ns in (client_ns, server_ns):
+            with contextlib.suppress(netns.RigError):
+                netns.delete(ns)
+        shutil.rmtree(overlay, ignore_errors=True)
+
+
+def dhclient(lab: Lab, conf: Path, tag: str) -> int:
+    """`dhclient -1` in the client namespace; returns the PID of the daemon it leaves."""
+    script = lab.work / "dhclient-script"
+    if not script.exists():
+        _hookless_script(lab.work)
+    argv = netns.exec_argv(lab.client_ns, [
+        "dhclient", "-1", "-4", "-v", "-cf", str(conf), "-sf", str(script),
+        "-lf", str(lab.leases), "-pf", str(lab.pid_file(tag)), lab.client_if])
+    cp = netns.run(argv, timeout=60, check=False)
+    assert cp.returncode == 0, cp.stderr
+    return int(lab.pid_file(tag).read_text().split()[0])
+
+
+def stop(pid: int) -> None:
+    netns.kill_pids([pid])
+
+
+def lease_count(lab: Lab) -> int:
+    return lab.leases.read_text().count("lease {") if lab.leases.exists() else 0
+
+
+def wait_for_renew(lab: Lab, before: int, timeout: float = 40.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if lease_count(lab) > before:
+            time.sleep(0.5)  # dhclient-script runs right after the lease is recorded
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no DHCP renew within {timeout:g}s")
+
+
+def write_in_namespace(lab: Lab, content: bytes) -> None:
+    """The agent's own writer, run where /etc/resolv.conf is a bind mount."""
+    code = ("import sys; from pathlib import Path; from dnscache_agent import hostfs; "
+            "hostfs.atomic_write(Path('/etc/resolv.conf'), sys.stdin.buffer.read(), "
+            "hostfs.FileMeta(0o644, 0, 0))")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cp = subprocess.run(netns.exec_argv(lab.client_ns, [sys.executable, "-c", code]),
+                        input=content, capture_output=True, timeout=30, env=env, check=False)
+    assert cp.returncode == 0, cp.stderr.decode()
+
+
+def transaction(root: Root) -> Transaction:
+    runner = Runner()
+    return Transaction(root, DEBIAN, runner=runner, service=NoService(root, DEBIAN, runner),
+                       health_check=lambda: Health(True, "staged root"))
+
+
+def test_dhcp_renew_keeps_cache_first_and_dhcp_server_as_fallback(lab: Lab) -> None:
+    root = Root(lab.work / "root")
+    root.path("/etc/dhcp").mkdir(parents=True)
+    conf = root.path("/etc/dhcp/dhclient.conf")
+    shutil.copyfile(HOST_CONF, conf)
+    original_conf = conf.read_bytes()
+
+    # Before the agent: the lease's server is the only one.
+    pid = dhclient(lab, conf, "before")
+    before = lab.resolv_conf.read_text()
+    stop(pid)
+    assert resolv_conf.parse(before).nameservers == (DNS_FROM_DHCP,)
+    assert resolv_conf.parse(before).search == (SEARCH,)
+    root.path("/etc/resolv.conf").write_text(before)
+
+    # Apply the dhclient backend to the files the namespace's dhclient uses.
+    backend = resolvers.get("dhclient")
+    view = host_facts.read_view(root, StateStore(root))
+    ctx = BackendContext(view=view, settings=SETTINGS, agent_version="test")
+    plan = Plan(files=backend.plan(ctx), resolver_backend=backend.name, bind_installed=True)
+    transaction(root).apply(plan)
+    wired = root.path("/etc/resolv.conf").read_bytes()
+    write_in_namespace(lab, wired)  # rename over the bind mount: EBUSY, then in place
+    assert lab.resolv_conf.read_bytes() == wired
+    original = resolv_conf.parse(before)
+    assert resolv_conf.check_invariants(wired.decode(), original=original) == []
+
+    # A new lease (INIT-REBOOT from the lease file), then a real RENEW by the running daemon.
+    pid = dhclient(lab, conf, "after")
+    try:
+        after_reboot = lab.resolv_conf.read_text()
+        count = lease_count(lab)
+        wait_for_renew(lab, count)
+        after_renew = lab.resolv_conf.read_text()
+    finally:
+        stop(pid)
+    lease = dhclient_mod.Lease((DNS_FROM_DHCP,), domain_name=DOMAIN, domain_search=SEARCH)
+    for text in (after_reboot, after_renew):
+        conf_parsed = resolv_conf.parse(text)
+        assert conf_parsed.nameservers == ("127.0.0.1", DNS_FROM_DHCP), text
+        assert conf_parsed.search == (SEARCH,), text
+        assert resolv_conf.check_invariants(text, original=original) == [], text
+        # The pure model the unit tests rely on matches the real dhclient-script.
+        assert text == dhclient_mod.simulate_dhclient_script(conf.read_text(), lease)
+
+    # Rollback restores the config byte for byte, and the next lease behaves as before.
+    transaction(root).rollback()
+    assert conf.read_bytes() == original_conf
+    assert root.path("/etc/resolv.conf").read_text() == before
+    pid = dhclient(lab, conf, "rolled-back")
+    stop(pid)
+    assert resolv_conf.parse(lab.resolv_conf.read_text()).nameservers == (DNS_FROM_DHCP,)
