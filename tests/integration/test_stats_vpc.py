@@ -1,0 +1,83 @@
+"""`dnscache-agent stats` against the real cache in the simulated VPC: the rates it reports
+match the load sent through it (dnsperf) and the packets the resolver's limit rule counted."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rig import SimulatedVpc, write_queries_file
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = ["env", "-u", "DNSCACHE_AGENT_IMDS_ENDPOINT", f"PYTHONPATH={REPO}"]
+AGENT = [*ENV, sys.executable, "-m", "dnscache_agent"]
+QPS = 400
+SECONDS = 8
+# A stated tolerance: one-second samples of a paced load, read while it runs.
+TOLERANCE = 0.15
+
+
+@pytest.fixture(scope="module")
+def applied(vpc: SimulatedVpc) -> Iterator[tuple[SimulatedVpc, list[str]]]:
+    settings = vpc.workdir / "agent.toml"
+    settings.write_text(f'[agent]\nstate_dir = "{vpc.workdir}/state"\n\n'
+                        '[cache]\nhealth_name = "h1.vpc.test"\n')
+    cfg = ["--config", str(settings)]
+    cp = vpc.exec_instance([*AGENT, "apply", *cfg], timeout=120)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    yield vpc, cfg
+    vpc.exec_instance([*AGENT, "rollback", *cfg], timeout=120)
+
+
+def watch_during_load(vpc: SimulatedVpc, cfg: list[str], queries: Path,
+                      qps: int) -> tuple[list[dict], object]:  # type: ignore[type-arg]
+    """Run `stats --json --watch` while dnsperf sends `qps` for SECONDS; samples taken in the
+    middle of the run (not its ramp-up or tail) are returned with dnsperf's result."""
+    watch = vpc.popen_instance([*AGENT, "stats", "--json", "--watch", "--count",
+                                str(SECONDS + 2), *cfg],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    result = vpc.dnsperf(queries, server="127.0.0.1", qps=qps, seconds=SECONDS, clients=2,
+                         max_outstanding=qps)
+    out, err = watch.communicate(timeout=30)
+    assert watch.returncode == 0, err
+    samples = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return samples[2:SECONDS - 1], result
+
+
+def test_client_rate_and_hit_ratio_match_the_load(applied: tuple[SimulatedVpc, list[str]]
+                                                  ) -> None:
+    vpc, cfg = applied
+    # One name asked over and over: after the first miss every query is a cache hit.
+    queries = write_queries_file(vpc.workdir / "same.txt", [("h5.vpc.test", "A")] * 1000)
+    samples, result = watch_during_load(vpc, cfg, queries, QPS)
+    assert result.lost == 0  # type: ignore[attr-defined]
+    assert samples
+    for s in samples:
+        assert s["host"]["client_qps"] == pytest.approx(QPS, rel=TOLERANCE)
+        assert s["host"]["cache_hit_ratio"] == pytest.approx(1.0, abs=0.01)
+        assert s["host"]["upstream_pps"] < 5
+
+
+def test_upstream_packets_match_what_the_resolver_counted(
+        applied: tuple[SimulatedVpc, list[str]]) -> None:
+    vpc, cfg = applied
+    # Every query a name never asked before: each is one upstream packet.
+    names = [(f"h{i}.vpc.test", "A") for i in range(2000, 2000 + QPS * (SECONDS + 2))]
+    queries = write_queries_file(vpc.workdir / "unique.txt", names)
+    before = vpc.counters()
+    samples, result = watch_during_load(vpc, cfg, queries, QPS)
+    after = vpc.counters()
+    assert samples
+    passed = after.passed_packets - before.passed_packets
+    assert passed == pytest.approx(result.completed, rel=0.05)  # type: ignore[attr-defined]
+    for s in samples:
+        upstream = s["host"]["upstream_pps"]
+        assert upstream == pytest.approx(QPS, rel=TOLERANCE)
+        assert s["host"]["cache_hit_ratio"] < 0.05
+        iface = next(iter(s["interfaces"].values()))
+        assert iface["budget_pps"] == pytest.approx(upstream)
+        assert iface["budget_headroom"] == pytest.approx(1 - upstream / 1024, abs=0.01)
