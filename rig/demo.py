@@ -87,7 +87,7 @@ def run(qps: int, seconds: float, out: Callable[[str], None]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rig.demo", description=__doc__)
     parser.add_argument("--qps", type=int, default=3000)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= 30:
         parser.error("--seconds must be in (0, 30]")
