@@ -8,12 +8,16 @@ network namespaces it creates and removes; nothing reaches the real network.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from dnscache_agent.stats.catalogue import Sample
+from dnscache_agent.stats.table import render_table
 from rig.dnsperf_output import DnsperfResult
 from rig.vpc import SimulatedVpc
 from rig.workload import write_queries_file, zipf_queries
@@ -63,16 +67,24 @@ def run(qps: int, seconds: float, out: Callable[[str], None]) -> int:
             ln for ln in resolv.splitlines() if not ln.startswith("#")))
 
         out(f"\n3. the same load through the local cache (127.0.0.1), cold start:")
+        watch = vpc.popen_instance([*agent, "stats", "--json", "--watch", "--count",
+                                    str(int(seconds) + 2), *cfg],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         cached = vpc.dnsperf(qfile, server="127.0.0.1", qps=qps, seconds=seconds,
                              max_outstanding=qps)
+        watched, _ = watch.communicate(timeout=60)
         out("   " + _line("through dnscache-agent", cached))
         counters = vpc.counters()
         out(f"   packets that reached the resolver's limit rule: passed "
             f"{counters.passed_packets}, dropped {counters.dropped_packets} (both runs)")
 
-        out("\n4. dnscache-agent stats:")
-        cp = vpc.exec_instance([*agent, "stats", *cfg], timeout=60)
-        out("   " + (cp.stdout or cp.stderr).strip().replace("\n", "\n   "))
+        out("\n4. dnscache-agent stats --watch during that load, its busiest second upstream:")
+        samples = [json.loads(ln) for ln in watched.splitlines() if ln.strip()]
+        if samples:
+            busiest = max(samples, key=lambda d: d["host"].get("upstream_pps", 0.0))
+            table = render_table(Sample(busiest["timestamp"], busiest["host"],
+                                        busiest["interfaces"]))
+            out("   " + table.strip().replace("\n", "\n   "))
 
         out("\n5. dnscache-agent verify:")
         cp = vpc.exec_instance([*agent, "verify", *cfg], timeout=60)
