@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from .errors import CommandError
 
@@ -32,6 +33,25 @@ class Result:
                 if line.strip():
                     return line.strip()
         return f"exit status {self.returncode}"
+
+
+class CommandResult(Protocol):
+    """What callers read from a finished command (fakes in tests provide the same)."""
+
+    @property
+    def returncode(self) -> int: ...
+
+    @property
+    def stdout(self) -> str: ...
+
+    @property
+    def stderr(self) -> str: ...
+
+
+class CommandRunner(Protocol):
+    """The part of `Runner` that readers (ethtool, ip route) need; tests pass fakes."""
+
+    def run(self, argv: Sequence[str], *, timeout: float | None = None) -> CommandResult: ...
 
 
 class Runner:

@@ -66,7 +66,7 @@ def run(qps: int, seconds: float, out: Callable[[str], None]) -> int:
         out("   /etc/resolv.conf now: " + " | ".join(
             ln for ln in resolv.splitlines() if not ln.startswith("#")))
 
-        out(f"\n3. the same load through the local cache (127.0.0.1), cold start:")
+        out("\n3. the same load through the local cache (127.0.0.1), cold start:")
         watch = vpc.popen_instance([*agent, "stats", "--json", "--watch", "--count",
                                     str(int(seconds) + 2), *cfg],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

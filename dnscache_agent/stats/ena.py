@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, fields
-from typing import Protocol
 
+from ..commands import CommandRunner
 from ..errors import StatsParseError
 
 log = logging.getLogger(__name__)
@@ -113,20 +113,10 @@ def ena_delta(prev: EnaCounters, cur: EnaCounters, elapsed: float) -> EnaDelta:
                     totals=cur, **deltas)
 
 
-class _Result(Protocol):
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-class _Runner(Protocol):
-    def run(self, argv: list[str], *, timeout: float | None = None) -> _Result: ...
-
-
 class EthtoolReader:
     """Runs `ethtool -S IFACE` with a timeout through an injected runner (`commands.Runner`)."""
 
-    def __init__(self, runner: _Runner, *, timeout: float = 2.0, ethtool: str = "ethtool"):
+    def __init__(self, runner: CommandRunner, *, timeout: float = 2.0, ethtool: str = "ethtool"):
         self.runner = runner
         self.timeout = timeout
         self.ethtool = ethtool

@@ -4,7 +4,8 @@ is per interface, so upstream packets are charged to the interface `ip route get
 from __future__ import annotations
 
 import re
-from typing import Protocol
+
+from ..commands import CommandRunner
 
 _DEV_RE = re.compile(r"\bdev\s+(\S+)")
 
@@ -15,16 +16,7 @@ def parse_route_get(text: str) -> str | None:
     return m.group(1) if m else None
 
 
-class _Result(Protocol):
-    returncode: int
-    stdout: str
-
-
-class _Runner(Protocol):
-    def run(self, argv: list[str], *, timeout: float | None = None) -> _Result: ...
-
-
-def interface_for(address: str, runner: _Runner, default: str = "eth0") -> str:
+def interface_for(address: str, runner: CommandRunner, default: str = "eth0") -> str:
     """The interface the kernel would use to reach `address`; `default` when it cannot tell."""
     result = runner.run(["ip", "route", "get", address], timeout=2)
     dev = parse_route_get(result.stdout) if result.returncode == 0 else None
