@@ -17,3 +17,4 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
         elif "/tests/system/" in path:
             item.add_marker(pytest.mark.system)
+

@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import pytest
 
+from tests.machinery import skip_or_fail
+
 from rig import SimulatedVpc
 
 RIG_TOOLS = ("ip", "nft", "named", "dig", "dnsperf")
@@ -35,7 +37,7 @@ requires_rig = pytest.mark.skipif(rig_unavailable_reason() is not None,
 def _skip_if_unavailable() -> None:
     reason = rig_unavailable_reason()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.machinery import skip_or_fail
+
 from rig.containers import SystemdContainer, build_wheelhouse, project_dependencies
 from rig.images import SOURCES_FILE, ImageBuilder
 
@@ -38,7 +40,7 @@ def image_builder() -> ImageBuilder:
     """The host's image builder (cache: $DNSCACHE_IMAGE_CACHE or /var/cache/...)."""
     reason = system_skip_reason()
     if reason is not None:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     return ImageBuilder.from_host()
 
 
@@ -80,7 +82,7 @@ def agent_wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     reason = system_skip_reason()
     if reason is not None:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     dest = tmp_path_factory.mktemp("wheelhouse")
     deps = project_dependencies((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     build_wheelhouse(REPO, dest, deps)
