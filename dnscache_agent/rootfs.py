@@ -3,6 +3,7 @@ writes, and tests and chroot image builds never touch the machine they run on.""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -25,10 +26,24 @@ class Root:
             raise ValueError(f"host paths are absolute, got {host_path!r}")
         return self.base.joinpath(*p.parts[1:])
 
+    def resolve(self, host_path: str | PurePosixPath, max_links: int = 16) -> Path:
+        """Like `path`, but symlinks are followed inside this root: an absolute link in a
+        staged tree (/etc/resolv.conf -> /run/...) must not escape to the build host."""
+        current = PurePosixPath(host_path)
+        for _ in range(max_links):
+            p = self.path(current)
+            if not p.is_symlink():
+                return p
+            target = PurePosixPath(os.readlink(p))
+            current = target if target.is_absolute() else current.parent / target
+            current = PurePosixPath(os.path.normpath(str(current)))
+        raise OSError(f"{host_path}: too many levels of symbolic links")
+
     def read_bytes(self, host_path: str | PurePosixPath) -> bytes | None:
-        """The file's bytes, or None when it does not exist."""
+        """The file's bytes (links followed inside the root), or None when it does not
+        exist."""
         try:
-            return self.path(host_path).read_bytes()
+            return self.resolve(host_path).read_bytes()
         except FileNotFoundError:
             return None
 

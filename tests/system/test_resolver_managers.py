@@ -107,10 +107,13 @@ def test_resolvconf_with_real_dhclient_renew(
             f"--dhcp-option=option:dns-server,{VPC} --dhcp-option=option:domain-name,ec2.internal "
             "--dhcp-option=option:router --dhcp-option=option:T1,6 --dhcp-option=option:T2,100 "
             "--dhcp-leasefile=/root/dnsmasq.leases; sleep 1")
-    sh(box, "dhclient -1 -4 -v eth1", timeout=90)
+    sh(box, "dhclient -1 -4 -v -lf /root/dhclient.leases eth1", timeout=90)
+    records = sh(box, "cd /run/resolvconf/interface && grep -H . * /etc/resolvconf/resolv.conf.d/*",
+                 check=False)
     assert sh(box, "readlink /etc/resolv.conf").strip().endswith("/run/resolvconf/resolv.conf")
     before_text = sh(box, "cat /etc/resolv.conf")
-    assert resolv_conf.parse(before_text).nameservers == (VPC,)
+    before_servers = resolv_conf.parse(before_text).nameservers
+    assert VPC in before_servers and "127.0.0.1" not in before_servers, (before_text, records)
     paths = ["/etc/resolv.conf", "/etc/default/resolvconf", "/etc/resolvconf/resolv.conf.d/base",
              "/etc/tmpfiles.d/dnscache-agent-resolvconf.conf",
              "/run/resolvconf/interface/lo.dnscache", "/etc/dhcp/dhclient.conf"]
@@ -123,12 +126,12 @@ def test_resolvconf_with_real_dhclient_renew(
     assert_resolves_through_cache(box)
 
     # A DHCP renew by the running dhclient (T1 = 6 s) rewrites eth1.dhclient and reruns libc.
-    leases = sh(box, "cat /var/lib/dhcp/dhclient.eth1.leases | grep -c 'lease {'").strip()
-    sh(box, f"for i in $(seq 1 80); do n=$(grep -c 'lease {{' /var/lib/dhcp/dhclient.eth1.leases);"
+    leases = sh(box, "grep -c 'lease {' /root/dhclient.leases").strip()
+    sh(box, f"for i in $(seq 1 80); do n=$(grep -c 'lease {{' /root/dhclient.leases);"
             f" [ $n -gt {leases} ] && exit 0; sleep 0.5; done; exit 1", timeout=60)
     sh(box, "sleep 1; resolvconf -u")
     assert_wired(sh(box, "cat /etc/resolv.conf"), search=("ec2.internal",))
-    assert "ok" in agent(box, cmd, "verify", check=False)
+    assert "ok   resolver wiring" in agent(box, cmd, "verify", check=False)
 
     # A reboot empties /run: the tmpfiles entry puts the record back.
     sh(box, "rm /run/resolvconf/interface/lo.dnscache; resolvconf -u; "
@@ -138,7 +141,7 @@ def test_resolvconf_with_real_dhclient_renew(
 
     agent(box, cmd, "rollback")
     assert snapshot(box, paths) == before
-    assert resolv_conf.parse(sh(box, "cat /etc/resolv.conf")).nameservers == (VPC,)
+    assert resolv_conf.parse(sh(box, "cat /etc/resolv.conf")).nameservers == before_servers
 
 
 def test_systemd_resolved(
