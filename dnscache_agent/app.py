@@ -4,7 +4,7 @@ command-line options once, so every subcommand is wired the same way."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import requests
@@ -19,14 +19,14 @@ from .imds import ImdsClient
 from .plan_model import Plan
 from .rootfs import Root
 from .services import NamedService, for_host
+from .settings import DEFAULT_CONFIG_PATH, Settings, load, with_overrides
 from .stats.budget import BudgetTracker
 from .stats.collector import BindStatsCollector
 from .stats.ena import EthtoolReader
 from .stats.routing import interface_for
 from .stats.sampler import Sampler
-from .settings import DEFAULT_CONFIG_PATH, Settings, load, with_overrides
 from .transaction import Transaction
-from .verify import VerifyReport, verify
+from .verify import VerifyReport, ask, listening_sockets, local_addresses, verify
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,11 @@ class Agent:
         if config is None:
             config = str(self.root.path(DEFAULT_CONFIG_PATH))
         settings = load(config, required=required, environ=os.environ)
+        if not required:
+            # Rendered file headers name the settings file as the host sees it, not as
+            # <root>/etc/...: an image built with --root must plan the same bytes as the
+            # instance that boots from it.
+            settings = replace(settings, source=DEFAULT_CONFIG_PATH)
         overrides: dict[str, dict[str, object]] = {}
         if opts.imds_endpoint:
             overrides["imds"] = {"endpoint": opts.imds_endpoint}
@@ -122,9 +127,19 @@ class Agent:
                           warn_headroom_pct=self.settings.budget.warn_headroom_pct),
             upstream_interface=upstream, interfaces=interfaces)
 
+    def named_enabled(self) -> bool:
+        """Whether the init system starts named at boot (systemd hosts only)."""
+        return self.runner.run(("systemctl", "is-enabled", "--quiet", self.facts.profile.unit),
+                               timeout=30).ok
+
     def verify(self) -> VerifyReport:
         live = self.root.is_live
+        systemd = live and self.service.name == "systemd"
         return verify(self.facts, self.settings, self.plan(), self.root,
                       named_active=self.service.is_active if live else None,
                       health=self.health if live else None,
-                      stats_ok=self.stats_channel if live else None)
+                      stats_ok=self.stats_channel if live else None,
+                      named_enabled=self.named_enabled if systemd else None,
+                      listeners=listening_sockets if live else None,
+                      query=ask if live else None,
+                      addresses=local_addresses if live else None)

@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import hostfs
@@ -39,6 +39,9 @@ class Entry:
     gid: int = 0
     sha256: str = ""
     backup: str = ""
+    # Directories that did not exist either (deepest first): removed again on restore, so a
+    # rollback leaves no empty directory behind.
+    created_dirs: tuple[str, ...] = ()
 
 
 class Checkpoint:
@@ -53,7 +56,9 @@ class Checkpoint:
         manifest = directory / MANIFEST
         if manifest.exists():
             data = json.loads(manifest.read_text())
-            self.entries = {e["path"]: Entry(**e) for e in data.get("entries", [])}
+            self.entries = {
+                e["path"]: Entry(**{**e, "created_dirs": tuple(e.get("created_dirs", ()))})
+                for e in data.get("entries", [])}
             self.meta = data.get("meta", {})
 
     @property
@@ -81,7 +86,7 @@ class Checkpoint:
         host = self.root.path(path)
         meta = hostfs.meta_of(host)
         if meta is None:
-            entry = Entry(path=path, existed=False)
+            entry = Entry(path=path, existed=False, created_dirs=self._missing_dirs(path))
         elif host.is_symlink():
             entry = Entry(path=path, existed=True, symlink=os.readlink(host), mode=meta.mode,
                           uid=meta.uid, gid=meta.gid)
@@ -99,6 +104,22 @@ class Checkpoint:
         self._save()
         log.debug("checkpoint %s: registered %s", self.dir.name, path)
         return entry
+
+    def _missing_dirs(self, path: str) -> tuple[str, ...]:
+        out = []
+        parent = PurePosixPath(path).parent
+        while parent != parent.parent and not self.root.path(parent).exists():
+            out.append(str(parent))
+            parent = parent.parent
+        return tuple(out)
+
+    def forget(self, paths: list[str]) -> None:
+        """Drop registrations (and their backups): the paths are no longer the agent's."""
+        for path in paths:
+            entry = self.entries.pop(path, None)
+            if entry is not None and entry.backup:
+                (self.dir / "files" / entry.backup).unlink(missing_ok=True)
+        self._save()
 
     def original_bytes(self, path: str) -> bytes | None:
         """The registered content of `path` (None if it did not exist or was a symlink)."""
@@ -118,6 +139,13 @@ class Checkpoint:
                     if host.exists() or host.is_symlink():
                         hostfs.remove(host)
                         changed.append(entry.path)
+                    for directory in entry.created_dirs:
+                        try:
+                            self.root.path(directory).rmdir()
+                        except FileNotFoundError:
+                            continue
+                        except OSError:  # not empty: something else lives there now
+                            break
                 elif entry.symlink is not None:
                     if not host.is_symlink() or os.readlink(host) != entry.symlink:
                         hostfs.atomic_symlink(host, entry.symlink)
@@ -133,8 +161,11 @@ class Checkpoint:
                     meta = hostfs.FileMeta(entry.mode, entry.uid, entry.gid)
                     if hostfs.atomic_write(host, data, meta):
                         changed.append(entry.path)
-                    os.chmod(host, entry.mode)
-                    os.chown(host, entry.uid, entry.gid)
+                    # Only when they differ: an untouched file on a read-only mount (the
+                    # write that failed) must not turn the rollback into an error.
+                    if hostfs.meta_of(host) != meta:
+                        os.chmod(host, entry.mode)
+                        os.chown(host, entry.uid, entry.gid)
             except RollbackError:
                 raise
             except Exception as exc:  # noqa: BLE001 - report which file, whatever failed

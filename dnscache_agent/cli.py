@@ -223,9 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_alarm_create)
     p = sub.add_parser("run", parents=[common],
                        help="the daemon: statistics, metrics export and drift self-heal")
+    p.add_argument("--repair-trigger", metavar="FILE",
+                   help="on drift, rewrite FILE (watched by dnscache-agent-repair.path) "
+                        "instead of applying in this process")
+    p.add_argument("--no-repair", action="store_true",
+                   help="log drift but never repair it")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("install-service", parents=[common],
                        help="install and enable the systemd unit from this package")
+    p.add_argument("--exec-path", metavar="PATH",
+                   help="dnscache-agent command the units run (default: this installation's)")
+    p.add_argument("--no-start", action="store_true",
+                   help="enable the service but do not start it now")
     p.set_defaults(func=cmd_install_service)
     return parser
 

@@ -28,7 +28,10 @@ class Ec2Interface:
         """The VPC base + 2 resolver address of the interface's primary VPC CIDR."""
         if not self.vpc_cidrs:
             return None
-        net = ipaddress.ip_network(self.vpc_cidrs[0], strict=False)
+        try:
+            net = ipaddress.ip_network(self.vpc_cidrs[0], strict=False)
+        except ValueError:  # IMDS answered something that is not a CIDR: no fallback
+            return None
         return str(net.network_address + 2)
 
 
@@ -93,7 +96,8 @@ class ImdsClient:
             if not mac:
                 continue
             base = f"network/interfaces/macs/{mac}/"
-            cidrs = self.get(base + "vpc-ipv4-cidr-blocks") or self.get(base + "vpc-ipv4-cidr-block")
+            cidrs = (self.get(base + "vpc-ipv4-cidr-blocks")
+                     or self.get(base + "vpc-ipv4-cidr-block"))
             interfaces.append(Ec2Interface(
                 mac=mac,
                 device_number=int(self.get(base + "device-number") or 0),

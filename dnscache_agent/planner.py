@@ -22,7 +22,8 @@ def render_bind_config(facts: Facts, settings: Settings) -> FileChange:
     text = render(
         template,
         agent_version=__version__,
-        settings_source=settings.source,
+        # A comment line in named.conf: a newline in a --config path must not end it.
+        settings_source=settings.source.encode("unicode_escape").decode("ascii"),
         profile=profile,
         forwarders=settings.all_forwarders,
         cache=settings.cache,

@@ -44,7 +44,7 @@ class Root:
         exist."""
         try:
             return self.resolve(host_path).read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # a file where a directory should be
             return None
 
     def read_text(self, host_path: str | PurePosixPath) -> str | None:

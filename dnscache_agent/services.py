@@ -47,7 +47,7 @@ class NamedService(ABC):
     @abstractmethod
     def stop(self) -> None: ...
 
-    def enable(self) -> None:
+    def enable(self) -> None:  # noqa: B027 - a hook: a no-op unless an init system exists
         """Start at boot (only meaningful under an init system)."""
 
     def reload_or_start(self) -> str:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 from .errors import ConfigError
 
@@ -154,6 +154,10 @@ def _float(lo: float, hi: float) -> Check:
 def _ip(v: Any) -> str:
     if not isinstance(v, str):
         raise ValueError(f"expected an IP address string, got {v!r}")
+    # A scoped IPv6 address ("fe80::1%eth0") carries free text after the "%" that would be
+    # rendered verbatim into named.conf; forwarders never need one.
+    if "%" in v:
+        raise ValueError(f"{v!r}: scoped addresses are not allowed")
     try:
         return str(ipaddress.ip_address(v))
     except ValueError:
@@ -174,7 +178,8 @@ def _pattern(regex: re.Pattern[str], what: str, allow_empty: bool = False) -> Ch
             raise ValueError(f"expected a string, got {v!r}")
         if allow_empty and v == "":
             return v
-        if not regex.match(v):
+        # fullmatch: "$" alone would also accept a trailing newline.
+        if not regex.fullmatch(v):
             raise ValueError(f"{v!r} is not a valid {what}")
         return v
 
@@ -182,7 +187,7 @@ def _pattern(regex: re.Pattern[str], what: str, allow_empty: bool = False) -> Ch
 
 
 def _url(v: Any) -> str:
-    if not isinstance(v, str) or not re.match(r"^https?://[A-Za-z0-9.\-\[\]:]+(:\d+)?/?$", v):
+    if not isinstance(v, str) or not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(:\d+)?/?", v):
         raise ValueError(f"{v!r} is not an http(s)://host[:port] URL")
     return v.rstrip("/")
 
@@ -204,11 +209,25 @@ def _abs_path(v: Any) -> str:
     return v
 
 
+def _state_dir(v: Any) -> str:
+    """An absolute directory that stays inside --root: not empty, no ".." components."""
+    v = _abs_path(v)
+    if not v or v == "/" or ".." in v.split("/"):
+        raise ValueError(f"{v!r} must be an absolute directory below / without '..'")
+    return v
+
+
+def _key_name(section: str, key: str) -> str:
+    """`section.key` for messages; an odd key (quotes, newlines) is shown quoted, so the error
+    stays one line."""
+    return f"{section}.{key}" if re.fullmatch(r"[A-Za-z0-9_-]+", key) else f"{section}.{key!r}"
+
+
 _Schema = Mapping[str, Check]
 
 SCHEMA: dict[str, tuple[type, _Schema]] = {
     "agent": (AgentSettings, {
-        "state_dir": _abs_path,
+        "state_dir": _state_dir,
     }),
     "cache": (CacheSettings, {
         "forwarders": _ip_list,
@@ -260,6 +279,8 @@ SCHEMA: dict[str, tuple[type, _Schema]] = {
 # Settings the CLI and environment may override, as (section, key).
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "DNSCACHE_AGENT_IMDS_ENDPOINT": ("imds", "endpoint"),
+    # The shipped checks' --dnscache-probe-name: the name verify and the health check resolve.
+    "DNSCACHE_AGENT_HEALTH_NAME": ("cache", "health_name"),
 }
 
 SectionValues = Mapping[str, Mapping[str, Any]]
@@ -270,7 +291,8 @@ def from_mapping(data: Mapping[str, Any], source: str = "<settings>") -> Setting
     sections: dict[str, Any] = {}
     for section, values in data.items():
         if section not in SCHEMA:
-            raise ConfigError(f"{source}: unknown section [{section}] "
+            shown = section if re.fullmatch(r"[A-Za-z0-9_-]+", section) else repr(section)
+            raise ConfigError(f"{source}: unknown section [{shown}] "
                               f"(known: {', '.join(SCHEMA)})")
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: {section} must be a table, e.g. [{section}]")
@@ -278,7 +300,7 @@ def from_mapping(data: Mapping[str, Any], source: str = "<settings>") -> Setting
         checked: dict[str, Any] = {}
         for key, value in values.items():
             if key not in schema:
-                raise ConfigError(f"{source}: unknown key {section}.{key} "
+                raise ConfigError(f"{source}: unknown key {_key_name(section, key)} "
                                   f"(known: {', '.join(schema)})")
             try:
                 checked[key] = schema[key](value)
@@ -303,6 +325,8 @@ def load(path: str | Path | None, *, required: bool = False,
                 raise ConfigError(f"{path}: no such settings file") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not valid UTF-8 at byte {exc.start}") from None
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     settings = from_mapping(data, source)
@@ -345,7 +369,7 @@ def to_toml(settings: Settings) -> str:
     return "\n".join(lines)
 
 
-def _toml_value(v: Union[str, int, float, bool, tuple[str, ...], None]) -> str:
+def _toml_value(v: str | int | float | bool | tuple[str, ...] | None) -> str:
     if v is None:
         return '"auto"'
     if isinstance(v, bool):

@@ -18,7 +18,7 @@ from types import FrameType
 from typing import Callable
 
 from . import hostfs
-from .checkpoint import StateStore
+from .checkpoint import Checkpoint, StateStore
 from .commands import Runner
 from .errors import ApplyError, DnscacheError, ValidationError
 from .health import Health
@@ -102,10 +102,20 @@ class Transaction:
             return []
         log.warning("found an unfinished transaction in %s; restoring it", journal.dir)
         restored = journal.restore()
+        self._forget_new(journal)
         journal.discard()
         for path in restored:
             log.info("restored %s from the interrupted transaction", path)
         return restored
+
+    def _forget_new(self, journal: Checkpoint) -> None:
+        """An undone transaction must not leave its first registrations in `original/`: they
+        would go stale, and a later plan or rollback would bring back content the host has
+        since replaced. Planning then reads the (restored) host again. The checkpoint's meta
+        (named's pre-agent state) is kept for `rollback`."""
+        new = journal.meta.get("new_in_original") or []
+        if new:
+            self.store.original.forget(list(new))
 
     # --- validation -----------------------------------------------------------------------
 
@@ -205,6 +215,9 @@ class Transaction:
             return report
         self.validate(bind_files)
         original = self.store.original
+        # Recorded before any host file is touched, so recovery after a kill knows them too.
+        self.store.journal.set_meta("new_in_original",
+                                    sorted(p for p in changes if not original.has(p)))
         if "named_was_active" not in original.meta:
             original.set_meta("named_was_active", was_active)
         with trap_signals():
@@ -235,6 +248,7 @@ class Transaction:
         restored = journal.restore()
         for path in restored:
             log.info("restored %s", path)
+        self._forget_new(journal)
         try:
             if self.root.is_live:
                 if was_active:
@@ -251,11 +265,11 @@ class Transaction:
     def rollback(self, activate: Sequence[Command] = ()) -> RollbackReport:
         """Restore the pre-agent state: every file the agent ever touched, and named's
         running state."""
-        self.recover()
+        recovered = self.recover()
         original = self.store.original
         if not original.exists:
-            return RollbackReport(had_state=False)
-        report = RollbackReport(restored=original.restore())
+            return RollbackReport(restored=recovered, had_state=bool(recovered))
+        report = RollbackReport(restored=list(dict.fromkeys(recovered + original.restore())))
         for path in report.restored:
             log.info("restored %s to its pre-agent content", path)
         self._run_commands(activate)

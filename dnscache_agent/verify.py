@@ -107,23 +107,287 @@ def check_resolver(facts: Facts, settings: Settings, root: Root) -> Check:
                  first.line or None)
 
 
+# --- named's forwarders, read from the live options file (pure) ---------------------------
+
+_COMMENTS = re.compile(r"/\*.*?\*/|//[^\n]*|#[^\n]*", re.S)
+
+
+def parse_forwarding(text: str) -> tuple[str | None, tuple[str, ...]]:
+    """`forward` mode and `forwarders` of a named options text (first block wins, like the
+    options statement itself). Comments are ignored; `port N` suffixes are dropped."""
+    body = _COMMENTS.sub(" ", text)
+    mode = re.search(r"\bforward\s+(only|first)\s*;", body)
+    block = re.search(r"\bforwarders\s*(?:port\s+\d+\s*)?\{([^}]*)\}", body)
+    servers: tuple[str, ...] = ()
+    if block:
+        servers = tuple(e.split()[0] for e in block.group(1).split(";") if e.strip())
+    return (mode.group(1) if mode else None), servers
+
+
+def check_forwarders(text: str | None, allowed: Sequence[str], path: str) -> Check:
+    """named forwards only (`forward only`) and only to addresses in `allowed`."""
+    allowed_set = {_normal_ip(a) for a in allowed}
+    fix = (f"set cache.forwarders in the agent settings and run `dnscache-agent apply`; "
+           f"allowed here: {', '.join(allowed)}")
+    if text is None:
+        return Check(FORWARDERS, False, f"{path} is missing", path, None,
+                     "run `dnscache-agent apply`")
+    mode, servers = parse_forwarding(text)
+    line = next((i for i, raw in enumerate(text.splitlines(), 1)
+                 if re.search(r"\bforwarders\b", raw)), None)
+    if not servers:
+        return Check(FORWARDERS, False, "no forwarders: named would resolve from the root "
+                     "servers", path, line, fix)
+    stray = [s for s in servers if _normal_ip(s) not in allowed_set]
+    if stray:
+        return Check(FORWARDERS, False, f"forwards to {', '.join(stray)}, which is not an "
+                     f"allowed resolver", path, line, fix)
+    if mode != "only":
+        return Check(FORWARDERS, False, f"forward {mode or 'first (the default)'}: named "
+                     "recurses itself when the forwarders fail", path, line,
+                     "set `forward only;` (run `dnscache-agent apply`)")
+    return Check(FORWARDERS, True, f"forward only to {', '.join(servers)}", path, line)
+
+
+def _normal_ip(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address
+
+
+# --- listening sockets -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Listener:
+    """A listening socket: "udp" or "tcp", local address and port, owning process name."""
+
+    proto: str
+    address: str
+    port: int
+    process: str
+
+
+def listening_sockets() -> list[Listener]:
+    """Every listening TCP socket and bound unconnected UDP socket on the host (needs root
+    to see other users' processes)."""
+    import psutil
+
+    names: dict[int, str] = {}
+    out = []
+    for conn in psutil.net_connections(kind="inet"):
+        if not conn.laddr:
+            continue
+        if conn.type == socket.SOCK_STREAM:
+            if conn.status != psutil.CONN_LISTEN:
+                continue
+            proto = "tcp"
+        elif conn.raddr:
+            continue
+        else:
+            proto = "udp"
+        name = ""
+        if conn.pid is not None:
+            if conn.pid not in names:
+                try:
+                    names[conn.pid] = psutil.Process(conn.pid).name()
+                except psutil.Error:
+                    names[conn.pid] = ""
+            name = names[conn.pid]
+        out.append(Listener(proto, conn.laddr.ip, conn.laddr.port, name))
+    return out
+
+
+def check_listeners(listeners: Sequence[Listener], *, process: str, port: int, name: str,
+                    need: Sequence[str] = ("udp", "tcp"),
+                    address: str = CACHE_ADDRESS) -> Check:
+    """`process` listens on `address`:`port` for every protocol in `need`, and on that port
+    only on loopback addresses (a wildcard address counts as exposed)."""
+    own = [s for s in listeners if s.process == process and s.port == port]
+    exposed = sorted({f"{_hostport(s.address, s.port)}/{s.proto}" for s in own
+                      if not resolv_conf.is_loopback(s.address)})
+    missing = [p for p in need
+               if not any(s.proto == p and s.address == address for s in own)]
+    if exposed:
+        return Check(name, False, f"{process} listens on {', '.join(exposed)}", None, None,
+                     f"restrict listen-on to {address} (run `dnscache-agent apply`) and "
+                     f"restart {process}")
+    if missing:
+        return Check(name, False, f"{process} does not listen on "
+                     f"{_hostport(address, port)}/{'+'.join(missing)}", None, None,
+                     f"start {process} with the agent's config (`dnscache-agent apply`); "
+                     f"check that no other process holds port {port}")
+    where = sorted({f"{_hostport(s.address, s.port)}/{s.proto}" for s in own})
+    return Check(name, True, f"{process} on {', '.join(where)}")
+
+
+def _hostport(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+# --- DNS probes ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Answer:
+    """One DNS response, or none (`rcode` None, `detail` says why)."""
+
+    rcode: str | None
+    records: tuple[str, ...]
+    detail: str
+
+
+def ask(server: str, name: str, recurse: bool = True, *, port: int = 53,
+        timeout: float = 2.0) -> Answer:
+    """One A query over UDP; never raises. `recurse=False` clears RD, so a recursive
+    server answers only from its cache."""
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.query
+    import dns.rcode
+
+    msg = dns.message.make_query(name, "A")
+    if not recurse:
+        msg.flags &= ~dns.flags.RD
+    try:
+        resp = dns.query.udp(msg, server, port=port, timeout=timeout)
+    except dns.exception.Timeout:
+        return Answer(None, (), f"no answer from {server} in {timeout:g}s")
+    except OSError as exc:
+        return Answer(None, (), f"{server}: {exc.strerror or exc}")
+    except dns.exception.DNSException as exc:
+        return Answer(None, (), f"{server}: {exc}")
+    records = tuple(sorted(rd.to_text() for rrset in resp.answer for rd in rrset))
+    return Answer(dns.rcode.to_text(resp.rcode()), records,
+                  f"{dns.rcode.to_text(resp.rcode())} from {server}")
+
+
+def check_cache_hit(name: str, first: Answer, repeat: Answer) -> Check:
+    """`first` (recursive) resolved `name` through the cache and `repeat` (no recursion
+    desired, so only the cache can answer) returned the same answer."""
+    fix_resolve = (f"named must be running and its forwarder must answer {name} "
+                   f"(try `dig @{CACHE_ADDRESS} {name}`)")
+    if first.rcode not in ("NOERROR", "NXDOMAIN"):
+        return Check(CACHE_HIT, False, f"{name} does not resolve through {CACHE_ADDRESS}: "
+                     f"{first.detail}", None, None, fix_resolve)
+    same = repeat.rcode == first.rcode and repeat.records == first.records
+    if first.rcode == "NOERROR" and not first.records:
+        same = False  # an empty NOERROR repeat could be a referral, not a cached answer
+    if not same:
+        got = f"{repeat.detail} {list(repeat.records)}" if repeat.rcode else repeat.detail
+        return Check(CACHE_HIT, False, f"{name} resolved ({first.rcode} {list(first.records)})"
+                     f" but the repeat was not served from cache: {got}", None, None,
+                     "caching is off or the cache is flushed between queries: check "
+                     "max-cache-size and that allow-query-cache includes localhost")
+    shown = ", ".join(first.records) or first.rcode
+    return Check(CACHE_HIT, True, f"{name} -> {shown}; the repeat came from the cache")
+
+
+def local_addresses() -> list[str]:
+    """The host's non-loopback unicast addresses (IPv6 link-local left out: it needs a
+    scope to be reached)."""
+    import psutil
+
+    out = []
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            ip = a.address.split("%")[0]
+            try:
+                parsed = ipaddress.ip_address(ip)
+            except ValueError:
+                continue
+            if parsed.is_loopback or (parsed.version == 6 and parsed.is_link_local):
+                continue
+            out.append(ip)
+    return sorted(set(out))
+
+
+def check_not_exposed(probes: Sequence[tuple[str, Answer]]) -> Check:
+    """No non-loopback address of the host answers DNS queries (REFUSED is not an answer,
+    but the listener check reports the socket)."""
+    answered = [f"{addr} ({a.rcode})" for addr, a in probes
+                if a.rcode is not None and a.rcode != "REFUSED"]
+    if answered:
+        return Check(NOT_EXPOSED, False, f"the cache answers on {', '.join(answered)}",
+                     None, None, "restrict listen-on and allow-query to loopback "
+                     "(run `dnscache-agent apply`) and check the firewall")
+    if not probes:
+        return Check(NOT_EXPOSED, True, "no non-loopback address to probe")
+    return Check(NOT_EXPOSED, True,
+                 f"no answer on {', '.join(addr for addr, _ in probes)}")
+
+
+# --- what to do when an older check fails --------------------------------------------------
+
+def _with_fix(check: Check, facts: Facts) -> Check:
+    if check.ok or check.fix:
+        return check
+    unit = facts.profile.unit
+    fixes = {
+        BIND_INSTALLED: f"install {facts.profile.package}: `dnscache-agent apply "
+                        "--install-packages`",
+        NAMED_ENABLED: f"`systemctl enable {unit}` (run `dnscache-agent apply`)",
+        NAMED_RUNNING: f"`systemctl start {unit}`; see `journalctl -u {unit}` for why it "
+                       "stopped",
+        RESOLVER_WIRING: "run `dnscache-agent apply`; if the resolver manager rewrote the "
+                         "file, check the backend `dnscache-agent facts` reports",
+        CACHE_ANSWERS: f"named must run and reach its forwarder: `journalctl -u {unit}`",
+        STATISTICS_CHANNEL: "the statistics-channels block must be in named's config "
+                            "(run `dnscache-agent apply`)",
+    }
+    fix = fixes.get(check.name)
+    if fix is None and check.name.startswith("file "):
+        fix = ("run `dnscache-agent apply` (the agent owns this file; put changes in its "
+               "settings)")
+    return replace(check, fix=fix or "")
+
+
 def verify(facts: Facts, settings: Settings, plan: Plan, root: Root, *,
            named_active: Callable[[], bool] | None = None,
            health: Callable[[], Health] | None = None,
-           stats_ok: Callable[[], tuple[bool, str]] | None = None) -> VerifyReport:
-    """All checks; live probes (service, query, statistics channel) only when given."""
-    checks = [Check("bind installed", facts.bind.installed,
+           stats_ok: Callable[[], tuple[bool, str]] | None = None,
+           named_enabled: Callable[[], bool] | None = None,
+           listeners: Callable[[], Sequence[Listener]] | None = None,
+           query: Callable[[str, str, bool], Answer] | None = None,
+           addresses: Callable[[], Sequence[str]] | None = None) -> VerifyReport:
+    """All checks; live probes (service, sockets, queries, statistics channel) only when
+    given. `query(server, name, recurse)` is one DNS query; `addresses()` the host's
+    non-loopback addresses probed for answers (configured forwarders are skipped)."""
+    checks = [Check(BIND_INSTALLED, facts.bind.installed,
                     facts.bind.version_text or f"{facts.profile.named_binary} missing")]
-    backend = resolvers.get(facts.resolver.backend)
-    checks += check_files(plan, root, frozenset(backend.regenerated))
+    checks += check_files(plan, root)
+    options = facts.profile.options_path
+    checks.append(check_forwarders(root.read_text(options), settings.all_forwarders, options))
     checks.append(check_resolver(facts, settings, root))
+    if named_enabled is not None:
+        enabled = named_enabled()
+        checks.append(Check(NAMED_ENABLED, enabled,
+                            "enabled at boot" if enabled else "not enabled at boot"))
     if named_active is not None:
         active = named_active()
-        checks.append(Check("named running", active, "active" if active else "not running"))
+        checks.append(Check(NAMED_RUNNING, active, "active" if active else "not running"))
+    process = facts.profile.named_binary.rsplit("/", 1)[-1]
+    if listeners is not None:
+        sockets = listeners()
+        checks.append(check_listeners(sockets, process=process, port=53,
+                                      name=LISTENS_LOOPBACK))
+        checks.append(check_listeners(sockets, process=process,
+                                      port=settings.cache.statistics_port,
+                                      name=STATISTICS_LOOPBACK, need=("tcp",)))
     if health is not None:
         h = health()
-        checks.append(Check("cache answers", h.ok, h.detail))
+        checks.append(Check(CACHE_ANSWERS, h.ok, h.detail))
+    if query is not None:
+        name = settings.cache.health_name
+        first = query(CACHE_ADDRESS, name, True)
+        checks.append(check_cache_hit(name, first, query(CACHE_ADDRESS, name, False)))
+        if addresses is not None:
+            skip = {_normal_ip(a) for a in settings.all_forwarders}
+            targets = [a for a in addresses() if _normal_ip(a) not in skip]
+            checks.append(check_not_exposed([(a, query(a, name, True)) for a in targets]))
     if stats_ok is not None:
         ok, detail = stats_ok()
-        checks.append(Check("statistics channel", ok, detail))
-    return VerifyReport(tuple(checks))
+        checks.append(Check(STATISTICS_CHANNEL, ok, detail))
+    return VerifyReport(tuple(_with_fix(c, facts) for c in checks))

@@ -193,7 +193,7 @@ def parse_xml(payload: Payload) -> BindSnapshot:
         raise StatsParseError("bind statistics XML: DTD or entity declarations are not allowed")
     try:
         root = ET.fromstring(data)
-    except (ET.ParseError, ValueError, RecursionError) as exc:
+    except (ET.ParseError, ValueError, RecursionError, LookupError) as exc:
         raise StatsParseError(f"bind statistics XML: {_short(exc)}") from None
     if root.tag != "statistics":
         raise StatsParseError(f"bind statistics XML: root element is <{_clip(root.tag)}>, "

@@ -13,9 +13,8 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.machinery import skip_or_fail
-
 from rig import SimulatedVpc
+from tests.machinery import skip_or_fail
 
 RIG_TOOLS = ("ip", "nft", "named", "dig", "dnsperf")
 

@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.machinery import skip_or_fail
-
 from rig.containers import SystemdContainer, build_wheelhouse, project_dependencies
 from rig.images import SOURCES_FILE, ImageBuilder
+from tests.machinery import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -149,3 +149,9 @@ def test_fuzz_hostile_xml_counters(name: str, value: str, kind: str) -> None:
             f"{quoteattr(name)}>{escape(value)}</counter></counters></view></views>"
             "</statistics>")
     _safe_parse(body.encode("utf-8", "surrogatepass"))
+
+
+def test_unknown_xml_encoding_is_a_parse_error() -> None:
+    """Found by the fuzzer: an XML declaration naming an unknown encoding raised LookupError."""
+    with pytest.raises(StatsParseError):
+        parse_xml(b'<?xml version="1.0" encoding="U-TF-8"?><statistics/>')
