@@ -21,6 +21,14 @@ from .rootfs import Root
 log = logging.getLogger(__name__)
 
 
+def same_network_namespace(pid: int) -> bool:
+    """Whether `pid` shares this process's network namespace (unknown counts as yes)."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return True
+
+
 class NamedService(ABC):
     """How named is managed on this host."""
 
@@ -108,6 +116,10 @@ class ProcessService(NamedService):
             if proc.status() == psutil.STATUS_ZOMBIE or "named" not in proc.name():
                 return None
         except psutil.Error:
+            return None
+        if not same_network_namespace(pid):
+            # /run is shared between network namespaces (containers without their own /run,
+            # the test rig): a named serving another namespace's loopback is not ours.
             return None
         return pid
 
