@@ -9,6 +9,6 @@ cd "$here"
 export DNSCACHE_AGENT_IMDS_ENDPOINT="http://127.0.0.1:9"
 # Every test must run: a missing tool fails the suite instead of skipping.
 export DNSCACHE_REQUIRE_ALL=1
-.venv/bin/ruff check dnscache_agent rig tests bench
+.venv/bin/ruff check .
 .venv/bin/mypy dnscache_agent
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
