@@ -22,7 +22,7 @@ from .services import NamedService, for_host
 from .settings import DEFAULT_CONFIG_PATH, Settings, load, with_overrides
 from .stats.budget import BudgetTracker
 from .stats.collector import BindStatsCollector
-from .stats.ena import EthtoolReader
+from .stats.ena import EthtoolReader, OptionalEnaReader
 from .stats.routing import interface_for
 from .stats.sampler import Sampler
 from .transaction import Transaction
@@ -122,7 +122,7 @@ class Agent:
                                  default=interfaces[0] if interfaces else "eth0")
         return Sampler(
             BindStatsCollector(self.settings.cache.statistics_port),
-            EthtoolReader(self.runner),
+            OptionalEnaReader(EthtoolReader(self.runner)),
             BudgetTracker(self.settings.budget.limit_pps,
                           warn_headroom_pct=self.settings.budget.warn_headroom_pct),
             upstream_interface=upstream, interfaces=interfaces)

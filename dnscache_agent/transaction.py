@@ -225,7 +225,8 @@ class Transaction:
                 for f in bind_files:
                     self._write(f)
                     report.changed.append(f.path)
-                if self.root.is_live:
+                if self.root.is_live and (bind_files or not was_active):
+                    # A resolv.conf-only repair (a DHCP renew undid it) needs no reload.
                     report.service_action = self.service.reload_or_start()
                     self.service.enable()
                     report.health = self._check_health("after reloading named")

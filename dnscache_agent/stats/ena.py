@@ -140,6 +140,28 @@ class EthtoolReader:
         return {name: self.read(name) for name in interfaces}
 
 
+class OptionalEnaReader:
+    """ENA counters are optional: without ethtool (minimal images) or when it times out, the
+    interface is reported as non-ENA (logged once) instead of losing the whole sample, so
+    bind's figures and the budget still flow to `stats` and the daemon."""
+
+    def __init__(self, reader: EthtoolReader) -> None:
+        self.reader = reader
+        self._warned: set[str] = set()
+
+    def read_all(self, interfaces: list[str]) -> dict[str, EnaCounters]:
+        out = {}
+        for name in interfaces:
+            try:
+                out[name] = self.reader.read(name)
+            except StatsParseError as exc:
+                if name not in self._warned:
+                    self._warned.add(name)
+                    log.warning("ENA counters for %s unavailable: %s", name, exc)
+                out[name] = EnaCounters(interface=name, is_ena=False)
+        return out
+
+
 def counter_names() -> tuple[str, ...]:
     """The six counter field names, in EnaCounters order."""
     return tuple(f.name for f in fields(EnaCounters) if f.name in ENA_COUNTERS)

@@ -12,7 +12,7 @@ from .bind_stats import BindSnapshot
 from .budget import BudgetEvent, BudgetTracker
 from .catalogue import Sample, build_sample
 from .collector import BindStatsCollector
-from .ena import EnaCounters, EnaDelta, EthtoolReader, ena_delta
+from .ena import EnaCounters, EnaDelta, EthtoolReader, OptionalEnaReader, ena_delta
 from .rates import Rates, compute_rates
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class Sampler:
     """Call `sample()` about once a second; the first call only primes the counters."""
 
-    def __init__(self, collector: BindStatsCollector, ethtool: EthtoolReader,
+    def __init__(self, collector: BindStatsCollector, ethtool: EthtoolReader | OptionalEnaReader,
                  budget: BudgetTracker, *, upstream_interface: str,
                  interfaces: tuple[str, ...], clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic) -> None:

@@ -379,3 +379,19 @@ def test_corrupt_backup_is_not_restored(root: Root) -> None:
         backup.write_bytes(b"tampered\n")
     with pytest.raises(Exception, match="is corrupt; not restoring it"):
         txn(root).rollback()
+
+
+@needs_root
+def test_resolver_only_repair_does_not_reload_named(live_root: Root) -> None:
+    """A DHCP renew that undid resolv.conf is repaired without touching named."""
+    runner = FakeRunner()
+    service = FakeService(live_root, DEBIAN, runner, active=True)
+    txn(live_root, runner=runner, service=service).apply(PLAN)
+    assert "reload" in service.actions
+    live_root.path("/etc/resolv.conf").write_text("nameserver 172.31.0.2\n")
+    service.actions.clear()
+    report = txn(live_root, runner=runner, service=service).apply(PLAN)
+    assert report.changed == ["/etc/resolv.conf"]
+    assert report.service_action is None and service.actions == []
+    assert live_root.path("/etc/resolv.conf").read_bytes() == next(
+        f.content for f in PLAN.files if f.path == "/etc/resolv.conf")
