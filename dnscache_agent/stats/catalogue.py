@@ -1,11 +1,11 @@
 """The metric catalogue: every figure the agent reports, defined once.
 
-The `stats` table, the JSON output, the CloudWatch and Prometheus sinks and `docs/metrics.md`
+The `stats` table, the JSON output, the CloudWatch and Prometheus sinks and the README's table
 are all generated from `CATALOGUE`, so a metric cannot exist in one place and be missing or
 differently named in another. `build_sample()` turns the stats objects into a flat `Sample`
 that every consumer reads.
 
-Regenerate the docs with `python -m dnscache_agent.stats.catalogue > docs/metrics.md`.
+Regenerate the README's table with `python -m dnscache_agent.stats.catalogue README.md`.
 """
 
 from __future__ import annotations
@@ -324,14 +324,14 @@ def build_sample(timestamp: float, *, rates: Rates | None = None,
     return Sample(timestamp=timestamp, host=host, interfaces=interfaces)
 
 
+README_BEGIN = ("<!-- metrics table: generated from dnscache_agent/stats/catalogue.py by "
+                "`python -m dnscache_agent.stats.catalogue README.md`; do not edit by hand -->")
+README_END = "<!-- end of metrics table -->"
+
+
 def render_markdown() -> str:
-    """The metrics table for docs/metrics.md and the README."""
+    """The metrics table for the README."""
     lines = [
-        "# Metrics",
-        "",
-        "Generated from `dnscache_agent/stats/catalogue.py` "
-        "(`python -m dnscache_agent.stats.catalogue > docs/metrics.md`); do not edit by hand.",
-        "",
         "Host metrics carry the CloudWatch dimension `InstanceId`; interface metrics carry "
         "`InstanceId` and `Interface` (Prometheus label `interface`). CloudWatch receives "
         "one-minute StatisticSets of one-second samples: use Maximum for the peak second.",
@@ -352,5 +352,16 @@ def render_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":  # pragma: no cover - regenerates docs/metrics.md
-    sys.stdout.write(render_markdown())
+def with_table(readme: str) -> str:
+    """`readme` with the generated table between its markers (ValueError if they are missing)."""
+    start = readme.index(README_BEGIN) + len(README_BEGIN)
+    end = readme.index(README_END, start)
+    return readme[:start] + "\n" + render_markdown() + readme[end:]
+
+
+if __name__ == "__main__":  # pragma: no cover - regenerates the README's table
+    path = sys.argv[1] if len(sys.argv) > 1 else "README.md"
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(with_table(text))

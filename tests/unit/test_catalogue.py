@@ -1,4 +1,4 @@
-"""The catalogue is the single source of names; docs/metrics.md must be generated from it."""
+"""The catalogue is the single source of names; the README's table must be generated from it."""
 from __future__ import annotations
 
 import re
@@ -11,7 +11,7 @@ from dnscache_agent.stats.bind_stats import (
     UpstreamCounters,
 )
 from dnscache_agent.stats.budget import BudgetTracker
-from dnscache_agent.stats.catalogue import CATALOGUE, build_sample, render_markdown
+from dnscache_agent.stats.catalogue import CATALOGUE, build_sample, with_table
 from dnscache_agent.stats.ena import EnaCounters, ena_delta
 from dnscache_agent.stats.rates import compute_rates
 
@@ -24,12 +24,15 @@ def snap(*, req: int = 0, q: int = 0, a: int = 0, aaaa: int = 0, hits: int = 0,
                         qtypes=(("A", a), ("AAAA", aaaa)))
 
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def test_docs_metrics_md_is_current() -> None:
-    assert DOCS.read_text() == render_markdown(), (
-        "docs/metrics.md is stale: python -m dnscache_agent.stats.catalogue > docs/metrics.md")
+def test_readme_metrics_table_is_current() -> None:
+    text = README.read_text()
+    assert with_table(text) == text, (
+        "README's metrics table is stale: python -m dnscache_agent.stats.catalogue README.md")
+    for m in CATALOGUE:
+        assert f"| {m.title}" in text
 
 
 def test_names_are_unique_and_follow_conventions() -> None:
