@@ -117,6 +117,8 @@ def cmd_verify(agent: Agent, args: argparse.Namespace) -> int:
         for c in report.checks:
             where = f" [{c.path}{':' + str(c.line) if c.line else ''}]" if c.path else ""
             print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}{where}")
+            if not c.ok and c.fix:
+                print(f"     fix: {c.fix}")
     return 0 if report.ok else 1
 
 

@@ -134,7 +134,7 @@ def check_forwarders(text: str | None, allowed: Sequence[str], path: str) -> Che
                      "run `dnscache-agent apply`")
     mode, servers = parse_forwarding(text)
     line = next((i for i, raw in enumerate(text.splitlines(), 1)
-                 if re.search(r"\bforwarders\b", raw)), None)
+                 if re.search(r"\bforwarders\b", _COMMENTS.sub(" ", raw))), None)
     if not servers:
         return Check(FORWARDERS, False, "no forwarders: named would resolve from the root "
                      "servers", path, line, fix)
@@ -202,8 +202,9 @@ def check_listeners(listeners: Sequence[Listener], *, process: str, port: int, n
                     need: Sequence[str] = ("udp", "tcp"),
                     address: str = CACHE_ADDRESS) -> Check:
     """`process` listens on `address`:`port` for every protocol in `need`, and on that port
-    only on loopback addresses (a wildcard address counts as exposed)."""
-    own = [s for s in listeners if s.process == process and s.port == port]
+    only on loopback addresses (a wildcard address counts as exposed). A socket whose owner
+    is not visible (no CAP_SYS_PTRACE, e.g. in a container) counts as `process`'s."""
+    own = [s for s in listeners if s.process in (process, "") and s.port == port]
     exposed = sorted({f"{_hostport(s.address, s.port)}/{s.proto}" for s in own
                       if not resolv_conf.is_loopback(s.address)})
     missing = [p for p in need
@@ -218,7 +219,8 @@ def check_listeners(listeners: Sequence[Listener], *, process: str, port: int, n
                      f"start {process} with the agent's config (`dnscache-agent apply`); "
                      f"check that no other process holds port {port}")
     where = sorted({f"{_hostport(s.address, s.port)}/{s.proto}" for s in own})
-    return Check(name, True, f"{process} on {', '.join(where)}")
+    unseen = " (socket owner not visible)" if any(not s.process for s in own) else ""
+    return Check(name, True, f"{process} on {', '.join(where)}{unseen}")
 
 
 def _hostport(address: str, port: int) -> str:

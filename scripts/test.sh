@@ -5,6 +5,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$here/scripts/setup.sh"
 cd "$here"
+# The tests run molecule, ansible-playbook and pytest from the project's venv.
+export PATH="$here/.venv/bin:$PATH"
 # Nothing a test runs may reach the real instance metadata service.
 export DNSCACHE_AGENT_IMDS_ENDPOINT="http://127.0.0.1:9"
 # Every test must run: a missing tool fails the suite instead of skipping.
