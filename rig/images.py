@@ -88,6 +88,10 @@ IMAGES: Mapping[str, ImageSpec] = {
             parent="base",
         ),
         ImageSpec("resolved", ("systemd-resolved",), parent="base"),
+        # Ubuntu's stack on Debian: netplan renders systemd-networkd files (networkd ships in
+        # bookworm's systemd package), resolved owns /etc/resolv.conf. `netplan apply` calls
+        # udevadm (package udev) to rename and re-trigger links.
+        ImageSpec("netplan", ("netplan.io", "udev"), parent="resolved"),
         ImageSpec("networkmanager", ("network-manager",), parent="base"),
     )
 }
@@ -335,7 +339,9 @@ class ImageBuilder:
         """apt-get install in the chroot, with daemons held back by policy-rc.d."""
         policy = root / "usr/sbin/policy-rc.d"
         resolv = root / "etc/resolv.conf"
-        # apt in the chroot needs the host's resolver to reach the mirror.
+        # apt in the chroot needs the host's resolver to reach the mirror. A parent image's
+        # symlink (systemd-resolved's stub) is put back afterwards.
+        parent_link = os.readlink(resolv) if resolv.is_symlink() else None
         if resolv.is_symlink() or resolv.exists():
             resolv.unlink()
         shutil.copyfile(self.host_resolv_conf, resolv)
@@ -356,7 +362,10 @@ class ImageBuilder:
             run_command(["umount", str(proc)], timeout=30, check=False)
             policy.unlink()
         # A package (resolvconf, systemd-resolved) may have made resolv.conf its symlink:
-        # keep that. Otherwise leave no trace of the host's resolver in the image.
+        # keep that, or the parent's. Otherwise leave no trace of the host's resolver.
+        if not resolv.is_symlink() and parent_link is not None:
+            resolv.unlink()
+            resolv.symlink_to(parent_link)
         if not resolv.is_symlink():
             resolv.write_text("# no resolver configured (dnscache-agent test image)\n",
                               encoding="utf-8")

@@ -11,9 +11,20 @@ Config paths: Debian, Ubuntu and Amazon Linux 2 all read /etc/dhcp/dhclient.conf
 none; the agent creates it). Red Hat's network-scripts pass `-cf /etc/dhcp/dhclient-eth0.conf`
 instead when that file exists, so it gets the same block.
 
-After a renew, dhclient-script's own rendering of resolv.conf replaces the agent's (no header,
-and no `options` line on Debian): `regenerated` tells verify to judge that file by the
-invariants, not byte for byte.
+After a renew, dhclient-script's own rendering of resolv.conf replaces the agent's (no header;
+on Debian no `options` line, on Red Hat the ifcfg file's RES_OPTIONS): `regenerated` tells verify
+to judge that file by the invariants, not byte for byte.
+
+The `options timeout:N attempts:M` line would be lost on each renew, and a dead cache would then
+cost glibc's default 5 s per lookup before the fallback. dhclient.conf cannot say it: its
+`supersede`/`prepend` statements act on DHCP options, and resolv.conf's `options` is none (the
+usual trick of smuggling a newline into `supersede domain-name` relies on the script not quoting
+it and breaks the search line). So the backend ships a hook that dhclient-script sources after it
+wrote resolv.conf, in the layout the installed dhclient-script runs (`HOOK_LAYOUTS`: Debian's
+dhclient-exit-hooks.d, Red Hat/Amazon Linux 2's dhclient.d/NAME.sh with NAME_config). The layout
+is recognised from the script's own text, so a host is judged by what will actually run; when no
+script is readable both hooks are planned (each is inert under the other script). The hook is a
+planned FileChange, so `rollback` removes it.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from dataclasses import dataclass
 
 from .. import resolv_conf
 from ..plan_model import FileChange
+from ..render import render
 from . import managed_block
 from .base import RESOLV_CONF, BackendContext, HostView, ResolverBackend
 from .wired import render_resolv_conf
@@ -31,6 +43,41 @@ from .wired import render_resolv_conf
 DHCLIENT_CONF = "/etc/dhcp/dhclient.conf"
 PER_INTERFACE_CONFS = ("/etc/dhcp/dhclient-eth0.conf",)
 PREPEND = f"prepend domain-name-servers {resolv_conf.CACHE_ADDRESS};"
+# Debian installs the script as /sbin (merged /usr: the same file), Red Hat as /usr/sbin.
+DHCLIENT_SCRIPTS = ("/usr/sbin/dhclient-script", "/sbin/dhclient-script")
+
+
+@dataclass(frozen=True)
+class HookLayout:
+    """Where one family of dhclient-script looks for hooks, and how it runs them."""
+
+    name: str
+    path: str  # the hook file the agent writes
+    marker: str  # text in dhclient-script showing it runs hooks from this layout
+    style: str  # "exit-hooks": sourced at exit, acts on $reason; "dhclient.d": NAME_config
+    mode: int  # dhclient.d runs only executable files; exit-hooks.d files are sourced
+    how_it_runs: str
+
+
+HOOK_LAYOUTS = (
+    HookLayout("debian", "/etc/dhcp/dhclient-exit-hooks.d/dnscache-agent",
+               "/etc/dhcp/dhclient-exit-hooks.d", "exit-hooks", 0o644,
+               "Debian/Ubuntu: sourced by dhclient-script's exit_with_hooks for every reason."),
+    HookLayout("redhat", "/etc/dhcp/dhclient.d/dnscache_agent.sh",
+               "/dhclient.d/", "dhclient.d", 0o755,
+               "Red Hat/Amazon Linux 2: dhclient-script runs NAME_config of executable "
+               "dhclient.d/NAME.sh."),
+)
+OPTIONS_VARIABLE = "DNSCACHE_AGENT_OPTIONS"
+
+
+def hook_layouts(script_text: str | None) -> tuple[HookLayout, ...]:
+    """The hook layouts the installed dhclient-script runs; all of them when it is unknown."""
+    if script_text:
+        found = tuple(h for h in HOOK_LAYOUTS if h.marker in script_text)
+        if found:
+            return found[:1]
+    return HOOK_LAYOUTS
 
 
 class DhclientBackend(ResolverBackend):
@@ -38,7 +85,7 @@ class DhclientBackend(ResolverBackend):
 
     name = "dhclient"
     priority = 40
-    inputs = (RESOLV_CONF, DHCLIENT_CONF, *PER_INTERFACE_CONFS)
+    inputs = (RESOLV_CONF, DHCLIENT_CONF, *PER_INTERFACE_CONFS, *DHCLIENT_SCRIPTS)
     probes_binaries = ("dhclient",)
     regenerated = (RESOLV_CONF,)
 
@@ -60,9 +107,24 @@ class DhclientBackend(ResolverBackend):
         changes = [FileChange(path, managed_block.with_block(view.text(path), [PREPEND]).encode(),
                               mode=0o644, owner=self.name)
                    for path in self.configs(view)]
+        changes += self.hooks(ctx)
         changes.append(FileChange(RESOLV_CONF, render_resolv_conf(ctx, view.text(RESOLV_CONF)),
                                   mode=0o644, owner=self.name))
         return tuple(changes)
+
+    def script_text(self, view: HostView) -> str | None:
+        """The installed dhclient-script, if readable."""
+        return next((t for t in (view.text(p) for p in DHCLIENT_SCRIPTS) if t), None)
+
+    def hooks(self, ctx: BackendContext) -> list[FileChange]:
+        """The hook that restores the resolver options after each lease."""
+        s = ctx.settings.resolver
+        options = f"timeout:{s.timeout} attempts:{s.attempts}"
+        return [FileChange(h.path, render("dhclient-options-hook.sh.j2",
+                                          agent_version=ctx.agent_version, options=options,
+                                          style=h.style, how_it_runs=h.how_it_runs).encode(),
+                           mode=h.mode, owner=self.name)
+                for h in hook_layouts(self.script_text(ctx.view))]
 
 
 # --- a pure model of dhclient + Debian's dhclient-script, for tests ------------------------
@@ -99,8 +161,33 @@ def name_servers(conf_text: str, lease_servers: Sequence[str]) -> list[str]:
     return lease
 
 
-def simulate_dhclient_script(conf_text: str, lease: Lease, old_resolv_conf: str = "") -> str:
-    """The resolv.conf Debian's /sbin/dhclient-script (make_resolv_conf) writes for `lease`."""
+def hook_options(hook_text: str) -> tuple[str, ...]:
+    """The options words an installed hook file restores (empty when it names none)."""
+    m = re.search(rf'^{OPTIONS_VARIABLE}="([^"]*)"', hook_text, re.M)
+    return tuple(m.group(1).split()) if m else ()
+
+
+def apply_options_hook(resolv_text: str, options: Sequence[str]) -> str:
+    """What the hook does to the resolv.conf dhclient-script just wrote: rotate, timeout and
+    attempts leave every options line (one left empty goes), and one line of `options` ends
+    the file."""
+    out = []
+    for line in resolv_text.splitlines():
+        if re.match(r"options(\s|$)", line):
+            kept = [w for w in line.split()[1:]
+                    if w != "rotate" and not w.startswith(("timeout:", "attempts:"))]
+            if kept:
+                out.append("options " + " ".join(kept))
+            continue
+        out.append(line)
+    out.append("options " + " ".join(options))
+    return "".join(f"{line}\n" for line in out)
+
+
+def simulate_dhclient_script(conf_text: str, lease: Lease, old_resolv_conf: str = "",
+                             hook_text: str | None = None) -> str:
+    """The resolv.conf Debian's /sbin/dhclient-script (make_resolv_conf) writes for `lease`,
+    then the agent's exit hook when `hook_text` (the installed hook file) is given."""
     servers = name_servers(conf_text, lease.servers)
     out = []
     if lease.domain_name:
@@ -118,4 +205,7 @@ def simulate_dhclient_script(conf_text: str, lease: Lease, old_resolv_conf: str 
     else:
         out += [line for line in old_resolv_conf.splitlines()
                 if line.lstrip().lower().startswith("nameserver")]
-    return "".join(f"{line}\n" for line in out)
+    text = "".join(f"{line}\n" for line in out)
+    if hook_text is not None:
+        text = apply_options_hook(text, hook_options(hook_text))
+    return text

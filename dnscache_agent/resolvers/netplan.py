@@ -1,6 +1,13 @@
 """Ubuntu's netplan (with systemd-networkd and systemd-resolved): everything the
-systemd-resolved backend does, plus a netplan override, so the cache is also each interface's
-first nameserver in the config netplan generates, surviving `netplan apply` and reboots.
+systemd-resolved backend does, plus a netplan override, so the cache is also in each interface's
+nameservers in the config netplan generates, surviving `netplan apply` and reboots.
+
+netplan concatenates sequences across files: when the source file has no static nameservers
+(cloud-init's DHCP config, the EC2 case) the override's 127.0.0.1 comes first on the link, ahead
+of DHCP's servers; when it lists static ones, they stay ahead of it (measured with netplan 0.106,
+tests/system/test_netplan.py). Lookups do not depend on that order: /etc/resolv.conf is the
+agent's file, and resolved routes every name through the global `DNS=127.0.0.1 ...` with
+`Domains=~.`.
 
 The override /etc/netplan/99-dnscache-agent.yaml names the same interface ids as the existing
 netplan files (netplan merges definitions by id; a new id matching the same NIC would be a second

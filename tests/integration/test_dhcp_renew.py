@@ -3,16 +3,18 @@ real ISC dhclient and Debian's dhclient-script run in another, with the config t
 
 Addresses are link-local (169.254.77.0/24) inside namespaces this test creates; the DNS server
 the lease names (169.254.77.53) is never queried. dhclient-script is a copy of the host's with
-its hook directories pointed at empty folders, so no host hook (timesyncd, routes) runs; its
-make_resolv_conf is unchanged. Inside `ip netns exec`, /etc/resolv.conf is a bind mount of
-/etc/netns/<ns>/resolv.conf: dhclient-script writes it with `cat >` and the agent's hostfs
-falls back to an in-place write when rename(2) over the mount fails with EBUSY.
+its hook directories pointed into the test's root (empty, except for the exit hook the agent
+writes there), so no host hook (timesyncd, routes) runs; its make_resolv_conf is unchanged.
+Inside `ip netns exec`, /etc/resolv.conf is a bind mount of /etc/netns/<ns>/resolv.conf:
+dhclient-script writes it with `cat >` and the agent's hostfs falls back to an in-place write
+when rename(2) over the mount fails with EBUSY.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -72,17 +74,21 @@ class Lab:
         return self.work / f"dhclient-{tag}.pid"
 
 
-def _hookless_script(work: Path) -> Path:
-    """A copy of dhclient-script whose hook paths point at empty folders under `work`."""
+def _hooked_script(work: Path, exit_hooks: Path | None = None) -> Path:
+    """A copy of dhclient-script whose hook paths point at folders under `work`, the exit-hook
+    folder at `exit_hooks` (where the test root's agent writes its hook) when given."""
     hooks = work / "hooks"
     (hooks / "enter.d").mkdir(parents=True)
     (hooks / "exit.d").mkdir()
-    text = HOST_SCRIPT.read_text()
-    for old, new in (("/etc/dhcp/dhclient-enter-hooks.d", hooks / "enter.d"),
-                     ("/etc/dhcp/dhclient-exit-hooks.d", hooks / "exit.d"),
-                     ("/etc/dhcp/dhclient-enter-hooks", hooks / "enter"),
-                     ("/etc/dhcp/dhclient-exit-hooks", hooks / "exit")):
-        text = text.replace(old, str(new))
+    exit_dir = exit_hooks or hooks / "exit.d"
+    replacements = {"/etc/dhcp/dhclient-enter-hooks.d": hooks / "enter.d",
+                    "/etc/dhcp/dhclient-exit-hooks.d": exit_dir,
+                    "/etc/dhcp/dhclient-enter-hooks": hooks / "enter",
+                    "/etc/dhcp/dhclient-exit-hooks": hooks / "exit"}
+    # One pass, longest match first: a replacement (exit_dir may end in /etc/dhcp/...) is
+    # never rewritten again.
+    pattern = "|".join(re.escape(k) for k in sorted(replacements, key=len, reverse=True))
+    text = re.sub(pattern, lambda m: str(replacements[m.group(0)]), HOST_SCRIPT.read_text())
     script = work / "dhclient-script"
     script.write_text(text)
     script.chmod(0o755)
@@ -142,13 +148,20 @@ def dhclient(lab: Lab, conf: Path, tag: str) -> int:
     """`dhclient -1` in the client namespace; returns the PID of the daemon it leaves."""
     script = lab.work / "dhclient-script"
     if not script.exists():
-        _hookless_script(lab.work)
+        _hooked_script(lab.work)
     argv = netns.exec_argv(lab.client_ns, [
         "dhclient", "-1", "-4", "-v", "-cf", str(conf), "-sf", str(script),
         "-lf", str(lab.leases), "-pf", str(lab.pid_file(tag)), lab.client_if])
     cp = netns.run(argv, timeout=60, check=False)
     assert cp.returncode == 0, cp.stderr
-    return int(lab.pid_file(tag).read_text().split()[0])
+    # The daemonised child writes the pid file; the parent may exit first.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        words = lab.pid_file(tag).read_text().split() if lab.pid_file(tag).exists() else []
+        if words:
+            return int(words[0])
+        time.sleep(0.05)
+    raise AssertionError(f"dhclient ({tag}) wrote no pid file within 10 s")
 
 
 def stop(pid: int) -> None:
@@ -192,6 +205,14 @@ def test_dhcp_renew_keeps_cache_first_and_dhcp_server_as_fallback(lab: Lab) -> N
     conf = root.path("/etc/dhcp/dhclient.conf")
     shutil.copyfile(HOST_CONF, conf)
     original_conf = conf.read_bytes()
+    # The backend picks its hook layout from the installed script; the test's copy of the
+    # script sources exit hooks from the root, where the agent writes its hook.
+    root.path("/usr/sbin").mkdir(parents=True)
+    shutil.copyfile(HOST_SCRIPT, root.path("/usr/sbin/dhclient-script"))
+    hook_dir = root.path("/etc/dhcp/dhclient-exit-hooks.d")
+    hook_dir.mkdir()
+    _hooked_script(lab.work, hook_dir)
+    hook = root.path(dhclient_mod.HOOK_LAYOUTS[0].path)
 
     # Before the agent: the lease's server is the only one.
     pid = dhclient(lab, conf, "before")
@@ -199,6 +220,7 @@ def test_dhcp_renew_keeps_cache_first_and_dhcp_server_as_fallback(lab: Lab) -> N
     stop(pid)
     assert resolv_conf.parse(before).nameservers == (DNS_FROM_DHCP,)
     assert resolv_conf.parse(before).search == (SEARCH,)
+    assert resolv_conf.parse(before).options == ()  # Debian's script writes no options line
     root.path("/etc/resolv.conf").write_text(before)
 
     # Apply the dhclient backend to the files the namespace's dhclient uses.
@@ -207,6 +229,9 @@ def test_dhcp_renew_keeps_cache_first_and_dhcp_server_as_fallback(lab: Lab) -> N
     ctx = BackendContext(view=view, settings=SETTINGS, agent_version="test")
     plan = Plan(files=backend.plan(ctx), resolver_backend=backend.name, bind_installed=True)
     transaction(root).apply(plan)
+    assert [f.path for f in plan.files if f.path.startswith("/etc/dhcp/dhclient-exit")] == [
+        dhclient_mod.HOOK_LAYOUTS[0].path]  # Debian's layout only, read from the script
+    assert hook.is_file()
     wired = root.path("/etc/resolv.conf").read_bytes()
     write_in_namespace(lab, wired)  # rename over the bind mount: EBUSY, then in place
     assert lab.resolv_conf.read_bytes() == wired
@@ -227,14 +252,53 @@ def test_dhcp_renew_keeps_cache_first_and_dhcp_server_as_fallback(lab: Lab) -> N
         conf_parsed = resolv_conf.parse(text)
         assert conf_parsed.nameservers == ("127.0.0.1", DNS_FROM_DHCP), text
         assert conf_parsed.search == (SEARCH,), text
+        # The exit hook put the short timeout back after dhclient-script's rewrite.
+        assert conf_parsed.options == ("timeout:1", "attempts:2"), text
         assert resolv_conf.check_invariants(text, original=original) == [], text
-        # The pure model the unit tests rely on matches the real dhclient-script.
-        assert text == dhclient_mod.simulate_dhclient_script(conf.read_text(), lease)
+        # The pure model the unit tests rely on matches the real dhclient-script + hook.
+        assert text == dhclient_mod.simulate_dhclient_script(
+            conf.read_text(), lease, hook_text=hook.read_text())
 
-    # Rollback restores the config byte for byte, and the next lease behaves as before.
+    # Rollback restores the config byte for byte, removes the hook, and the next lease
+    # behaves as before.
     transaction(root).rollback()
     assert conf.read_bytes() == original_conf
+    assert not hook.exists()
     assert root.path("/etc/resolv.conf").read_text() == before
     pid = dhclient(lab, conf, "rolled-back")
     stop(pid)
-    assert resolv_conf.parse(lab.resolv_conf.read_text()).nameservers == (DNS_FROM_DHCP,)
+    rolled_back = resolv_conf.parse(lab.resolv_conf.read_text())
+    assert rolled_back.nameservers == (DNS_FROM_DHCP,)
+    assert rolled_back.options == ()
+
+
+def test_redhat_dhclient_d_hook_fixes_res_options_in_a_real_shell(lab: Lab) -> None:
+    """AL2's layout, run the way Red Hat's dhclient-script does (bash sources NAME.sh, calls
+    NAME_config) on what that script writes from RES_OPTIONS; the pure model must agree."""
+    root = Root(lab.work / "root")
+    shutil.copytree(REPO / "tests/fixtures/roots/dhclient-al2", root.base, symlinks=True)
+    backend = resolvers.get("dhclient")
+    view = host_facts.read_view(root, StateStore(root))
+    ctx = BackendContext(view=view, settings=SETTINGS, agent_version="test")
+    hook = next(f for f in backend.plan(ctx) if f.path.endswith(".sh"))
+    assert hook.path == "/etc/dhcp/dhclient.d/dnscache_agent.sh" and hook.mode == 0o755
+    script = lab.work / "dnscache_agent.sh"
+    script.write_bytes(hook.content)
+    written = ("; generated by /usr/sbin/dhclient-script\nsearch ec2.internal\n"
+               "options rotate timeout:5 attempts:5 edns0\nnameserver 127.0.0.1\n"
+               "nameserver 169.254.77.53\n")
+    lab.resolv_conf.write_text(written)
+    cp = netns.run(netns.exec_argv(lab.client_ns, [
+        "bash", "-c", f'subsystem=dnscache_agent; . "{script}"; "${{subsystem}}_config"']),
+        timeout=30, check=False)
+    assert cp.returncode == 0, cp.stderr
+    text = lab.resolv_conf.read_text()
+    assert resolv_conf.parse(text).options == ("edns0", "timeout:1", "attempts:2"), text
+    assert text == dhclient_mod.apply_options_hook(written, dhclient_mod.hook_options(
+        hook.content.decode()))
+    # A second lease with nothing to change leaves the file alone (no rewrite, same bytes).
+    before = lab.resolv_conf.stat().st_mtime_ns
+    netns.run(netns.exec_argv(lab.client_ns, [
+        "bash", "-c", f'. "{script}"; dnscache_agent_config']), timeout=30)
+    assert lab.resolv_conf.read_text() == text
+    assert lab.resolv_conf.stat().st_mtime_ns == before

@@ -148,6 +148,14 @@ def resolvconf_output(root: Root, records: dict[str, str] | None = None) -> str:
         tail=root.read_text(resolvconf.TAIL), defaults=root.read_text(resolvconf.DEFAULTS))
 
 
+def installed_hook(root: Root) -> str | None:
+    """The dhclient options hook the agent wrote on the staged root (either layout)."""
+    texts = [root.read_text(h.path) for h in dhclient_mod.HOOK_LAYOUTS]
+    found = [t for t in texts if t is not None]
+    assert len(found) <= 1, "one layout per host when its dhclient-script is known"
+    return found[0] if found else None
+
+
 def simulate_resolved_uplink(drop_in: str, link_servers: list[str], search: list[str]) -> str:
     """resolved's /run/systemd/resolve/resolv.conf: global DNS= first, then link servers,
     de-duplicated (resolved-resolv-conf.c)."""
@@ -175,7 +183,8 @@ def manager_outputs(root: Root, stack: Stack) -> dict[str, str]:
         conf = root.read_text(dhclient_mod.DHCLIENT_CONF) or ""
         lease = replace(RENEW_LEASE, domain_name="", domain_search=" ".join(stack.search))
         return {"after apply": root.read_text(effective) or "",
-                "after renew": dhclient_mod.simulate_dhclient_script(conf, lease)}
+                "after renew": dhclient_mod.simulate_dhclient_script(
+                    conf, lease, hook_text=installed_hook(root))}
     text = root.read_text(effective) or ""
     outputs = {"after apply": text}
     if stack.backend in ("systemd-resolved", "netplan"):
@@ -313,13 +322,56 @@ def test_dhclient_renew_keeps_cache_first_with_a_real_config_policy() -> None:
     assert dhclient_mod.name_servers(conf2, ["172.31.0.2"])[0] == "127.0.0.1"
 
 
+@pytest.mark.parametrize("stack", ["dhclient-debian12", "dhclient-al2"])
+def test_dhclient_renew_keeps_the_short_timeout_through_the_hook(tmp_path: Path,
+                                                                  stack: str) -> None:
+    """Without the hook a renew drops `options timeout:1 attempts:2` (Debian writes no options
+    line; AL2 rewrites RES_OPTIONS, rotate included) and a dead cache costs glibc 5 s."""
+    root = staged(tmp_path, stack)
+    plan = apply_resolver(root, "dhclient")
+    conf = root.read_text(dhclient_mod.DHCLIENT_CONF) or ""
+    lease = replace(RENEW_LEASE, domain_search=" ".join(STACKS[stack].search))
+    bare = dhclient_mod.simulate_dhclient_script(conf, lease)
+    assert resolv_conf.parse(bare).options == ()
+    hooked = dhclient_mod.simulate_dhclient_script(conf, lease, hook_text=installed_hook(root))
+    assert resolv_conf.parse(hooked).options == ("timeout:1", "attempts:2")
+    assert hooked.startswith(bare)
+    # Red Hat's script writes RES_OPTIONS (here the fixture's old rotate line) before the hook.
+    redhat = bare + "options timeout:2 attempts:5 rotate edns0\n"
+    fixed = dhclient_mod.apply_options_hook(redhat, ("timeout:1", "attempts:2"))
+    assert resolv_conf.parse(fixed).options == ("edns0", "timeout:1", "attempts:2")
+    assert resolv_conf.check_invariants(fixed) == []
+    # The hook is a planned file: rollback removes it (test_rollback_... checks bytes).
+    assert [f.path for f in plan.files if "/dhclient" in f.path and f.path.endswith(
+        ("dnscache-agent", "dnscache_agent.sh"))] == [
+        {"dhclient-debian12": "/etc/dhcp/dhclient-exit-hooks.d/dnscache-agent",
+         "dhclient-al2": "/etc/dhcp/dhclient.d/dnscache_agent.sh"}[stack]]
+
+
+def test_dhclient_hook_layout_is_read_from_the_installed_script() -> None:
+    debian = (ROOTS / "dhclient-debian12/usr/sbin/dhclient-script").read_text()
+    redhat = (ROOTS / "dhclient-al2/usr/sbin/dhclient-script").read_text()
+    assert [h.name for h in dhclient_mod.hook_layouts(debian)] == ["debian"]
+    assert [h.name for h in dhclient_mod.hook_layouts(redhat)] == ["redhat"]
+    # Unknown script: both hooks (each is inert under the other family's script).
+    assert [h.name for h in dhclient_mod.hook_layouts(None)] == ["debian", "redhat"]
+    assert [h.name for h in dhclient_mod.hook_layouts("#!/bin/sh\n")] == ["debian", "redhat"]
+    plan = resolver_plan(Root(ROOTS / "dhclient-al2"), "dhclient")
+    hook = next(f for f in plan.files if f.path.endswith("dnscache_agent.sh"))
+    # dhclient.d runs only executable files, and calls NAME_config where NAME is the file's stem.
+    assert hook.mode == 0o755
+    assert "dnscache_agent_config() {" in hook.content.decode()
+    assert dhclient_mod.hook_options(hook.content.decode()) == ("timeout:1", "attempts:2")
+
+
 def test_dhclient_edits_per_interface_config_when_present(tmp_path: Path) -> None:
     root = staged(tmp_path, "dhclient-al2")
     per_iface = root.path("/etc/dhcp/dhclient-eth0.conf")
     per_iface.parent.mkdir(parents=True, exist_ok=True)
     per_iface.write_text("timeout 60;\n")
     paths = [f.path for f in resolver_plan(root, "dhclient").files]
-    assert paths == ["/etc/dhcp/dhclient.conf", "/etc/dhcp/dhclient-eth0.conf", "/etc/resolv.conf"]
+    assert paths == ["/etc/dhcp/dhclient.conf", "/etc/dhcp/dhclient-eth0.conf",
+                     "/etc/dhcp/dhclient.d/dnscache_agent.sh", "/etc/resolv.conf"]
 
 
 def test_resolved_drop_in_resets_and_routes_everything_to_the_cache() -> None:
