@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from . import __version__, host_facts
 from .app import Agent, Options
-from .errors import ConfigError, DnscacheError
+from .errors import CloudWatchError, ConfigError, DnscacheError
 from .stats.table import render_budget_bar, render_json, render_table
 from .transaction import pending
 
@@ -145,6 +145,8 @@ def cmd_stats(agent: Agent, args: argparse.Namespace) -> int:
 
 
 def cmd_alarm_create(agent: Agent, args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from .sinks.cloudwatch import build_client, create_headroom_alarm
 
     m = agent.settings.metrics
@@ -154,9 +156,12 @@ def cmd_alarm_create(agent: Agent, args: argparse.Namespace) -> int:
         raise ConfigError("alarm create: --instance-id is required off EC2 (IMDS did not answer)")
     client = build_client(region=m.region or (facts.ec2.region if facts.ec2 else None),
                           endpoint_url=m.endpoint_url or None)
-    name = create_headroom_alarm(client, m.namespace, instance_id, args.interface,
-                                 threshold_pct=args.threshold,
-                                 alarm_actions=tuple(args.alarm_action))
+    try:
+        name = create_headroom_alarm(client, m.namespace, instance_id, args.interface,
+                                     threshold_pct=args.threshold,
+                                     alarm_actions=tuple(args.alarm_action))
+    except (BotoCoreError, ClientError) as exc:
+        raise CloudWatchError(f"alarm create: {exc}") from None
     print(f"alarm {name}: BudgetHeadroom < {args.threshold:g}% on {instance_id}/{args.interface}")
     return 0
 
@@ -214,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action="store_true", help="refresh once a second")
     p.add_argument("--count", type=int, default=0, help="with --watch: stop after N samples")
     p.set_defaults(func=cmd_stats)
-    p = sub.add_parser("alarm", parents=[common], help="CloudWatch alarms")
+    # The group takes no options of its own: `create` has them, so they are parsed once.
+    p = sub.add_parser("alarm", help="CloudWatch alarms")
     alarm = p.add_subparsers(dest="alarm_command", required=True)
     p = alarm.add_parser("create", parents=[common],
                          help="alarm when budget headroom falls below a threshold")

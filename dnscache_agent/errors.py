@@ -46,6 +46,12 @@ class CommandError(DnscacheError):
     exit_code = 8
 
 
+class CloudWatchError(DnscacheError):
+    """A CloudWatch call failed (credentials, permissions, endpoint)."""
+
+    exit_code = 10
+
+
 class StatsParseError(DnscacheError):
     """A statistics payload (bind or ethtool) could not be parsed."""
 

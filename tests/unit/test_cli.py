@@ -171,3 +171,18 @@ def test_staged_root_plans_name_the_host_settings_path(root: Path) -> None:
 def test_imds_env_points_at_loopback() -> None:
     assert os.environ["DNSCACHE_AGENT_IMDS_ENDPOINT"] == "http://127.0.0.1:9"
 
+
+
+
+def test_alarm_options_are_parsed_once_never_silently_dropped() -> None:
+    """`alarm --config F create` used to parse and then drop F (the `create` subparser reset
+    it to its default); options now belong to `create` alone, and misplaced ones are an
+    error instead of a silently ignored setting."""
+    from dnscache_agent.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["alarm", "create", "--config", "/x/agent.toml",
+                              "--root", "/r", "--threshold", "25"])
+    assert (args.config, args.root, args.threshold) == ("/x/agent.toml", "/r", 25.0)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["alarm", "--config", "/x/agent.toml", "create"])
