@@ -18,6 +18,17 @@ OPTION_SINCE: dict[str, Version] = {
     "stale-refresh-time": (9, 16, 3),
     "stale-answer-client-timeout": (9, 16, 13),
     "stale-cache-enable": (9, 16, 17),
+    # A non-zero stale-answer-client-timeout (0 has its own CVEs and is never rendered).
+    "stale-answer-client-timeout-nonzero": (9, 16, 13),
+}
+
+# option → [first broken, first fixed) version ranges where using it is unsafe.
+# CVE-2022-3924: with a non-zero stale-answer-client-timeout, named can abort at the
+# recursive-clients soft quota (fixed in 9.16.37, 9.18.11, 9.19.9).
+OPTION_BROKEN: dict[str, tuple[tuple[Version, Version], ...]] = {
+    "stale-answer-client-timeout-nonzero": (
+        ((9, 16, 12), (9, 16, 37)), ((9, 17, 0), (9, 18, 11)), ((9, 19, 0), (9, 19, 9)),
+    ),
 }
 
 
@@ -29,7 +40,11 @@ class BindFeatures:
 
     def supports(self, option: str) -> bool:
         since = OPTION_SINCE.get(option)
-        return since is None or self.version is None or self.version >= since
+        if self.version is None:
+            return True
+        if any(lo <= self.version < hi for lo, hi in OPTION_BROKEN.get(option, ())):
+            return False
+        return since is None or self.version >= since
 
 
 def parse_named_version(text: str) -> Version | None:

@@ -1,0 +1,1 @@
+"""Benchmark harness: every resolver, every scenario, in one run on the simulated VPC."""
