@@ -290,3 +290,25 @@ def project_dependencies(pyproject_text: str) -> list[str]:
     data = tomllib.loads(pyproject_text)
     deps = data.get("project", {}).get("dependencies", [])
     return [str(dep) for dep in deps]
+
+
+def fake_vpc_resolver_script(address: str, answer: str) -> str:
+    """A stand-in for the Amazon resolver inside a container with no network: a dnspython
+    UDP responder on `address`:53 answering every A query with `answer`. Returned as Python
+    source to run in the container (which has dnspython but not this repository)."""
+    return f"""import socket
+import dns.flags, dns.message, dns.rdatatype, dns.rrset
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("{address}", 53))
+while True:
+    data, peer = s.recvfrom(4096)
+    try:
+        q = dns.message.from_wire(data)
+    except Exception:
+        continue
+    r = dns.message.make_response(q)
+    r.flags |= dns.flags.RA
+    if q.question and q.question[0].rdtype == dns.rdatatype.A:
+        r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", "{answer}"))
+    s.sendto(r.to_wire(), peer)
+"""

@@ -27,6 +27,7 @@ from dnscache_agent.platform import DEBIAN, REDHAT
 from dnscache_agent.rootfs import Root
 from dnscache_agent.services import NoService
 from dnscache_agent.transaction import Transaction
+from tests.machinery import tree_snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "fixtures" / "golden" / "bind"
@@ -55,6 +56,7 @@ from dnscache_agent.errors import DnscacheError
 from dnscache_agent.health import Health
 from dnscache_agent.rootfs import Root
 from dnscache_agent.services import NoService
+from tests.machinery import tree_snapshot
 from dnscache_agent.transaction import Transaction
 
 
@@ -91,22 +93,6 @@ def main():
 
 sys.exit(main())
 '''
-
-
-def snapshot(base: Path) -> dict[str, tuple[object, ...]]:
-    out: dict[str, tuple[object, ...]] = {}
-    for path in sorted(base.rglob("*")):
-        rel = "/" + str(path.relative_to(base))
-        if rel.startswith(STATE):
-            continue
-        st = path.lstat()
-        if path.is_symlink():
-            out[rel] = ("link", os.readlink(path))
-        elif path.is_dir():
-            out[rel] = ("dir", st.st_mode & 0o7777, st.st_uid, st.st_gid)
-        else:
-            out[rel] = ("file", st.st_mode & 0o7777, st.st_uid, st.st_gid, path.read_bytes())
-    return out
 
 
 def build_root(base: Path) -> Path:
@@ -162,7 +148,7 @@ def mounts() -> Iterator[list[Path]]:
 
 
 def test_real_apply_then_nothing_to_do_then_rollback(root: Path, config: Path) -> None:
-    before = snapshot(root)
+    before = tree_snapshot(root, skip=STATE)
     first = agent("apply", "--root", str(root), "--config", str(config))
     assert first.returncode == 0, first.stderr
     assert f"changed {OPTIONS}" in first.stdout and "changed /etc/resolv.conf" in first.stdout
@@ -172,7 +158,7 @@ def test_real_apply_then_nothing_to_do_then_rollback(root: Path, config: Path) -
     assert agent("plan", "--root", str(root), "--config", str(config)).returncode == 0
     back = agent("rollback", "--root", str(root), "--config", str(config))
     assert back.returncode == 0, back.stderr
-    assert snapshot(root) == before
+    assert tree_snapshot(root, skip=STATE) == before
 
 
 def test_enospc_leaves_the_originals_intact(tmp_path: Path, config: Path,
@@ -187,7 +173,7 @@ def test_enospc_leaves_the_originals_intact(tmp_path: Path, config: Path,
     state.mkdir(parents=True)
     mount("-t", "tmpfs", "-o", "size=4m", "dnscache-test-state", str(state))
     mounts.append(state)
-    before = snapshot(root)
+    before = tree_snapshot(root, skip=STATE)
     with open(root / "filler", "wb", buffering=0) as fh:  # fill the filesystem to the last block
         try:
             for _ in range(1024):
@@ -196,12 +182,12 @@ def test_enospc_leaves_the_originals_intact(tmp_path: Path, config: Path,
             assert exc.errno == 28
         else:
             pytest.fail("the 2 MiB tmpfs did not fill up")
-    before["/filler"] = snapshot(root)["/filler"]
+    before["/filler"] = tree_snapshot(root, skip=STATE)["/filler"]
     result = agent("apply", "--root", str(root), "--config", str(config))
     assert result.returncode == 6, (result.stdout, result.stderr)
     assert f"{root}{OPTIONS}: cannot write: No space left on device" in result.stderr
     assert result.stderr.count("\n") == 1
-    assert snapshot(root) == before
+    assert tree_snapshot(root, skip=STATE) == before
     assert not list((root / "etc/bind").glob(".*dnscache-tmp"))
     assert not (state / "journal").exists()
 
@@ -221,12 +207,12 @@ def test_read_only_target_leaves_the_originals_intact(root: Path, config: Path,
         mounts.append(target)
         subprocess.run(["cp", "-a", f"{saved}/.", str(target)], check=True, timeout=30)
         mount("-o", "remount,ro", str(target))
-    before = snapshot(root)
+    before = tree_snapshot(root, skip=STATE)
     result = agent("apply", "--root", str(root), "--config", str(config))
     assert result.returncode == 6, (result.stdout, result.stderr)
     assert f"{root}{OPTIONS}: cannot create a temporary file: Read-only file system" \
         in result.stderr
-    assert snapshot(root) == before
+    assert tree_snapshot(root, skip=STATE) == before
     assert not (root / STATE.lstrip("/") / "journal").exists()
 
 
@@ -249,11 +235,12 @@ def start_driver(tmp_path: Path, root: Path, config: Path, block_at: int
 @pytest.mark.parametrize("then", ["apply", "rollback"])
 def test_kill_9_midway_is_recovered(tmp_path: Path, root: Path, config: Path, block_at: int,
                                     then: str) -> None:
-    before = snapshot(root)
+    before = tree_snapshot(root, skip=STATE)
     proc = start_driver(tmp_path, root, config, block_at)
     try:
         assert (root / STATE.lstrip("/") / "journal" / "manifest.json").exists()
-        assert snapshot(root) != before  # the kill lands after a host file was replaced
+        # The kill lands after a host file was replaced.
+        assert tree_snapshot(root, skip=STATE) != before
     finally:
         proc.kill()
         proc.communicate(timeout=10)
@@ -267,14 +254,14 @@ def test_kill_9_midway_is_recovered(tmp_path: Path, root: Path, config: Path, bl
         assert result.returncode == 0, result.stderr
     else:
         assert f"restored {OPTIONS}" in result.stdout
-    assert snapshot(root) == before
+    assert tree_snapshot(root, skip=STATE) == before
     assert not (root / STATE.lstrip("/")).exists()
 
 
 @pytest.mark.parametrize("block_at", [1, 2])
 def test_sigterm_midway_restores_everything(tmp_path: Path, root: Path, config: Path,
                                             block_at: int) -> None:
-    before = snapshot(root)
+    before = tree_snapshot(root, skip=STATE)
     proc = start_driver(tmp_path, root, config, block_at)
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -282,7 +269,7 @@ def test_sigterm_midway_restores_everything(tmp_path: Path, root: Path, config: 
     assert time.monotonic() - started < 10  # handled at once, not after the sleep
     assert proc.returncode not in (0, -signal.SIGTERM), err
     assert "interrupted by SIGTERM; rolled back" in err
-    assert snapshot(root) == before
+    assert tree_snapshot(root, skip=STATE) == before
     assert not (root / STATE.lstrip("/") / "journal").exists()
     # Nothing half-done is left for the next run to recover.
     result = agent("apply", "--root", str(root), "--config", str(config))
@@ -292,17 +279,17 @@ def test_sigterm_midway_restores_everything(tmp_path: Path, root: Path, config: 
 def test_named_checkconf_rejection_changes_nothing(root: Path, config: Path) -> None:
     # The host's own include is broken: the staged tree cannot pass, so nothing is swapped in.
     (root / "etc/bind/named.conf.local").write_text('zone "broken" {\n')
-    before = snapshot(root)
+    before = tree_snapshot(root, skip=STATE)
     result = agent("apply", "--root", str(root), "--config", str(config))
     assert result.returncode == 5, (result.stdout, result.stderr)
     assert f"{OPTIONS}: named-checkconf rejected the rendered config:" in result.stderr
     assert result.stderr.count("\n") == 1
-    assert snapshot(root) == before
+    assert tree_snapshot(root, skip=STATE) == before
     assert not (root / STATE.lstrip("/")).exists()
 
 
 def test_a_broken_rendered_file_is_rejected_by_the_real_checkconf(root: Path) -> None:
-    before = snapshot(root)
+    before = tree_snapshot(root, skip=STATE)
     runner = Runner()
     txn = Transaction(Root(root), DEBIAN, runner=runner,
                       service=NoService(Root(root), DEBIAN, runner),
@@ -315,7 +302,7 @@ def test_a_broken_rendered_file_is_rejected_by_the_real_checkconf(root: Path) ->
                        validator=Validator.NAMED_CHECKCONF)
     with pytest.raises(ValidationError, match="banana"):
         txn.validate([bogus])
-    assert snapshot(root) == before
+    assert tree_snapshot(root, skip=STATE) == before
 
 
 @pytest.mark.parametrize("golden", sorted(p.relative_to(GOLDEN).as_posix()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dnscache_agent import resolv_conf
-from rig.containers import SystemdContainer, install_agent
+from rig.containers import SystemdContainer, fake_vpc_resolver_script, install_agent
 
 StartContainer = Callable[..., SystemdContainer]
 
@@ -27,23 +27,7 @@ WATCHDOG_SEC = 6
 IMDS = "DNSCACHE_AGENT_IMDS_ENDPOINT=http://127.0.0.1:9"
 UNIT = "dnscache-agent.service"
 
-FAKE_VPC = f"""
-import socket
-import dns.flags, dns.message, dns.rdatatype, dns.rrset
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("{VPC}", 53))
-while True:
-    data, peer = s.recvfrom(4096)
-    try:
-        q = dns.message.from_wire(data)
-    except Exception:
-        continue
-    r = dns.message.make_response(q)
-    r.flags |= dns.flags.RA
-    if q.question and q.question[0].rdtype == dns.rdatatype.A:
-        r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", "{ANSWER}"))
-    s.sendto(r.to_wire(), peer)
-"""
+FAKE_VPC = fake_vpc_resolver_script(VPC, ANSWER)
 
 AGENT_TOML = f"""
 [daemon]

@@ -24,6 +24,7 @@ from dnscache_agent.platform import DEBIAN, PlatformProfile
 from dnscache_agent.rootfs import Root
 from dnscache_agent.services import NamedService, NoService
 from dnscache_agent.transaction import Transaction, pending
+from tests.machinery import tree_snapshot
 
 OPTIONS = "/etc/bind/named.conf.options"
 NEW_DIR_FILE = "/etc/systemd/resolved.conf.d/dnscache-agent.conf"
@@ -134,19 +135,7 @@ Snapshot = dict[str, tuple[object, ...]]
 
 def snapshot(root: Root, *, include_state: bool = False) -> Snapshot:
     """Every file, symlink and directory under the root: kind, mode, owner, bytes or target."""
-    out: Snapshot = {}
-    for path in sorted(root.base.rglob("*")):
-        rel = "/" + str(path.relative_to(root.base))
-        if not include_state and rel.startswith(STATE):
-            continue
-        st = path.lstat()
-        if path.is_symlink():
-            out[rel] = ("link", os.readlink(path))
-        elif path.is_dir():
-            out[rel] = ("dir", st.st_mode & 0o7777, st.st_uid, st.st_gid)
-        else:
-            out[rel] = ("file", st.st_mode & 0o7777, st.st_uid, st.st_gid, path.read_bytes())
-    return out
+    return tree_snapshot(root.base, skip=None if include_state else STATE)
 
 
 def copy_preserving(src: Path, dst: Path) -> None:
