@@ -188,13 +188,7 @@ class ProcessPeer(Peer):
         if self.proc is None:
             return
         proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        netns.stop_process(proc, grace=10)
         log.info("%s pid %s stopped", self.name, proc.pid)
 
 

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import psutil
 
@@ -111,3 +112,18 @@ def delete(ns: str) -> None:
     cp = run([IP, "netns", "del", ns], check=False)
     if cp.returncode != 0 and exists(ns):
         raise RigError(f"ip netns del {ns}: {cp.stderr.strip()}")
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
+    """End a process this rig started: SIGTERM, then SIGKILL after `grace` seconds; its pipes
+    are closed."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(grace)
+    for stream in (proc.stdout, proc.stderr, proc.stdin):
+        if stream is not None:
+            stream.close()

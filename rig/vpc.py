@@ -196,9 +196,9 @@ class SimulatedVpc:
                 errors.append(f"{what}: {exc}")
 
         for proc in self._procs:
-            step(f"stop pid {proc.pid}", _stop_proc, proc)
+            step(f"stop pid {proc.pid}", netns.stop_process, proc)
         if self._imds_proc is not None:
-            step("stop fake IMDS", _stop_proc, self._imds_proc)
+            step("stop fake IMDS", netns.stop_process, self._imds_proc)
         if self.named is not None:
             step("stop named", self.named.stop)
         for ns in self._namespaces:
@@ -401,19 +401,6 @@ class SimulatedVpc:
         cp = self.exec_instance([sys.executable, "-c", _OVERLAY_PROBE], timeout=15, check=True)
         data = json.loads(cp.stdout)
         return OverlayProbe(data["resolv_conf_rename_error"], bool(data["bind_dir_rename_ok"]))
-
-
-def _stop_proc(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(grace)
-    for stream in (proc.stdout, proc.stderr, proc.stdin):
-        if stream is not None:
-            stream.close()
 
 
 def _rmdir_if_empty(path: Path) -> None:

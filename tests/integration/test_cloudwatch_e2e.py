@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from rig import SimulatedVpc, write_queries_file
+from rig.netns import stop_process
 from rig.zone import host_label, host_ttl
 
 pytest.importorskip("moto.server")
@@ -148,12 +149,7 @@ def cloud(vpc: SimulatedVpc) -> Iterator[SimulatedVpc]:
         assert cp.returncode == 0, cp.stderr + (vpc.workdir / "moto.log").read_text()[-2000:]
         yield vpc
     finally:
-        moto.terminate()
-        try:
-            moto.wait(10)
-        except subprocess.TimeoutExpired:
-            moto.kill()
-            moto.wait(10)
+        stop_process(moto, grace=10)
         moto_log.close()
         vpc.exec_instance(_agent(vpc, "rollback"), timeout=120)
 
