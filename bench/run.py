@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,7 +30,7 @@ from typing import Any
 from bench import report
 from bench.minimum import Key, Phase, fetch_times, paced_waits, ttl_map
 from bench.peers import PEERS, Peer
-from rig import nft
+from bench.upstream import UpstreamSampler
 from rig.vpc import SimulatedVpc
 from rig.workload import write_queries_file, zipf_queries
 from rig.zone import NXDOMAIN, workload_records
@@ -98,48 +97,6 @@ class PhaseResult:
     @property
     def upstream_total(self) -> int:
         return self.upstream_passed + self.upstream_dropped
-
-
-class UpstreamSampler:
-    """Samples the resolver's nft counters once per `interval` in a thread."""
-
-    def __init__(self, vpc: SimulatedVpc, interval: float = 1.0) -> None:
-        self.vpc = vpc
-        self.interval = interval
-        self.rates: list[float] = []
-        self.window = 0.0
-        self.first: nft.NftCounters | None = None
-        self.last: nft.NftCounters | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self) -> UpstreamSampler:
-        self.first = self.last = self.vpc.counters()
-        self._t = time.monotonic()
-        self._thread.start()
-        return self
-
-    def _take(self) -> None:
-        cur, now = self.vpc.counters(), time.monotonic()
-        assert self.last is not None
-        dt = now - self._t
-        if dt > 0.05:
-            r = nft.rate(self.last, cur, dt)
-            self.rates.append(r.passed_pps + r.dropped_pps)
-            self.window += dt
-        self.last, self._t = cur, now
-
-    def _loop(self) -> None:
-        while not self._stop.wait(max(0.0, self._t + self.interval - time.monotonic())):
-            try:
-                self._take()
-            except Exception:  # noqa: BLE001 - a lost sample must not kill the run
-                log.exception("nft counter sample failed")
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self._take()
 
 
 class Bench:

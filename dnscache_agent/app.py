@@ -3,23 +3,26 @@ command-line options once, so every subcommand is wired the same way."""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import requests
 
-from . import host_facts, planner
+from . import agent_units, host_facts, planner
 from .checkpoint import StateStore
 from .commands import Runner
-from .errors import ApplyError
+from .errors import ApplyError, ConfigError, DnscacheError
 from .health import Health, wait_healthy
 from .host_facts import Facts
 from .imds import ImdsClient
 from .plan_model import Plan
+from .platform import profile_for
 from .rootfs import Root
-from .services import NamedService, for_host
-from .settings import DEFAULT_CONFIG_PATH, Settings, load, with_overrides
+from .services import NamedService, for_host, units_for_host
+from .settings import DEFAULT_CONFIG_PATH, AgentSettings, Settings, load, with_overrides
+from .statelock import StateLock
 from .stats.budget import BudgetTracker
 from .stats.collector import BindStatsCollector
 from .stats.ena import EthtoolReader, OptionalEnaReader
@@ -27,6 +30,11 @@ from .stats.routing import interface_for
 from .stats.sampler import Sampler
 from .transaction import Transaction
 from .verify import VerifyReport, ask, listening_sockets, local_addresses, verify
+
+log = logging.getLogger(__name__)
+
+#: Checkpoint meta key of a backend forced on the command line.
+BACKEND_META = "resolver_backend"
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,11 @@ class Options:
     resolver_backend: str | None = None
     imds_endpoint: str | None = None
     install_packages: bool = False
+    # rollback: an invalid or missing agent.toml must not stop it (defaults are used).
+    tolerate_bad_config: bool = False
+    # --bind-version: named's version for a --root tree (its package database is read
+    # otherwise; never the build host's named).
+    bind_version: str | None = None
 
 
 class Agent:
@@ -49,7 +62,14 @@ class Agent:
         required = config is not None
         if config is None:
             config = str(self.root.path(DEFAULT_CONFIG_PATH))
-        settings = load(config, required=required, environ=os.environ)
+        try:
+            settings = load(config, required=required, environ=os.environ)
+        except ConfigError as exc:
+            if not opts.tolerate_bad_config:
+                raise
+            log.warning("%s; rolling back with the default settings (state in %s)", exc,
+                        AgentSettings().state_dir)
+            settings = load(None, environ=os.environ)
         if not required:
             # Rendered file headers name the settings file as the host sees it, not as
             # <root>/etc/...: an image built with --root must plan the same bytes as the
@@ -58,8 +78,10 @@ class Agent:
         overrides: dict[str, dict[str, object]] = {}
         if opts.imds_endpoint:
             overrides["imds"] = {"endpoint": opts.imds_endpoint}
-        if opts.resolver_backend:
-            overrides["resolver"] = {"backend": opts.resolver_backend}
+        backend = opts.resolver_backend or (
+            self._remembered_backend(settings) if settings.resolver.backend == "auto" else None)
+        if backend:
+            overrides["resolver"] = {"backend": backend}
         if not self.root.is_live and not opts.imds_endpoint:
             # A staged tree (image build) is not the machine the agent runs on: the build
             # host's instance facts would tune the image for the wrong instance.
@@ -72,7 +94,7 @@ class Agent:
         if self._facts is None:
             imds = ImdsClient(self.settings.imds.endpoint, self.settings.imds.timeout)
             self._facts = host_facts.gather(self.root, self.settings, runner=self.runner,
-                                            imds=imds)
+                                            imds=imds, bind_version=self.opts.bind_version)
         return self._facts
 
     def refresh(self) -> None:
@@ -82,8 +104,22 @@ class Agent:
     def service(self) -> NamedService:
         return for_host(self.root, self.facts.profile, self.runner)
 
-    def plan(self) -> Plan:
-        return planner.build_plan(self.facts, self.settings)
+    def installed_service(self, *, exec_path: str | None = None,
+                          start: bool = False) -> planner.ServiceInstall | None:
+        """The agent's units as the plan should hold them: present when `install-service`
+        asks (`exec_path` given) or when the main unit is already on the host (then its
+        `ExecStart=` command is kept, so a repair rewrites the same units)."""
+        if exec_path is None:
+            text = self.root.read_text(f"{agent_units.UNIT_DIR}/{agent_units.MAIN_UNIT}")
+            if text is None:
+                return None
+            exec_path = agent_units.exec_path_of(text) or agent_units.installed_command()
+        return planner.ServiceInstall(exec_path, agent_units.shipped_units(), start)
+
+    def plan(self, service: planner.ServiceInstall | None = None) -> Plan:
+        """The plan for this host; with the agent's units when installed (or `service`)."""
+        return planner.build_plan(self.facts, self.settings,
+                                  service or self.installed_service())
 
     def health(self) -> Health:
         return wait_healthy(self.settings.cache.health_name)
@@ -91,7 +127,47 @@ class Agent:
     def transaction(self) -> Transaction:
         return Transaction(self.root, self.facts.profile, runner=self.runner,
                            service=self.service, health_check=self.health,
-                           store=StateStore(self.root, self.settings.agent.state_dir))
+                           store=self.state_store(),
+                           units=units_for_host(self.root, self.runner))
+
+    def service_plan(self, service: planner.ServiceInstall) -> Plan:
+        """Only the agent's units (install-service): needs no facts, so an image build
+        installs them without planning the instance's bind config."""
+        files, links, service_plan = agent_units.plan_service(
+            service.units, service.exec_path, start=service.start)
+        return Plan(files=files, resolver_backend="", links=links, service=service_plan)
+
+    def bare_transaction(self) -> Transaction:
+        """A transaction that needs no facts beyond the platform (from os-release): no
+        `named -V`, no IMDS, no plan. Rollback works from the checkpoint alone with it (even
+        when the settings are broken), and install-service with the units alone."""
+        profile = profile_for(host_facts.read_os_release(self.root))
+        return Transaction(self.root, profile, runner=self.runner,
+                           service=for_host(self.root, profile, self.runner),
+                           health_check=self.health, store=self.state_store(),
+                           units=units_for_host(self.root, self.runner))
+
+    def _remembered_backend(self, settings: Settings) -> str | None:
+        """A backend forced with `apply --resolver-backend`, kept in the checkpoint so the
+        daemon and the repair unit plan with it too (agent.toml's explicit choice wins)."""
+        try:
+            value = StateStore(self.root, settings.agent.state_dir).original.meta.get(
+                BACKEND_META)
+        except DnscacheError:
+            return None  # a damaged state directory is reported by the command that needs it
+        return value if isinstance(value, str) else None
+
+    def remember_backend(self, name: str) -> None:
+        original = self.state_store().original
+        if original.exists and original.meta.get(BACKEND_META) != name:
+            original.set_meta(BACKEND_META, name)
+
+    def lock(self) -> StateLock:
+        """The state directory's lock: one change at a time."""
+        return StateLock(self.root.path(self.settings.agent.state_dir))
+
+    def state_store(self) -> StateStore:
+        return StateStore(self.root, self.settings.agent.state_dir)
 
     def install_bind(self) -> None:
         """Install the platform's bind package (only when asked with --install-packages)."""

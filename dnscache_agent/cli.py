@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from . import __version__, host_facts
 from .app import Agent, Options
 from .errors import CloudWatchError, ConfigError, DnscacheError
+from .services import units_for_host
 from .stats.table import render_budget_bar, render_json, render_table
-from .transaction import pending
+from .transaction import ApplyReport, pending
 
 log = logging.getLogger("dnscache_agent")
 
@@ -34,7 +35,9 @@ def _setup_logging(verbose: int) -> None:
 def _options(args: argparse.Namespace) -> Options:
     return Options(root=args.root, config=args.config,
                    resolver_backend=args.resolver_backend, imds_endpoint=args.imds_endpoint,
-                   install_packages=getattr(args, "install_packages", False))
+                   install_packages=getattr(args, "install_packages", False),
+                   tolerate_bad_config=args.func is cmd_rollback,
+                   bind_version=getattr(args, "bind_version", None))
 
 
 def cmd_facts(agent: Agent, args: argparse.Namespace) -> int:
@@ -78,26 +81,43 @@ def cmd_plan(agent: Agent, args: argparse.Namespace) -> int:
 
 
 def cmd_apply(agent: Agent, args: argparse.Namespace) -> int:
-    if not agent.facts.bind.installed and args.install_packages:
-        agent.install_bind()
-    report = agent.transaction().apply(agent.plan())
+    if getattr(args, "repair", False) and agent.installed_service() is None:
+        # The repair unit was queued before a rollback removed the service: the rollback
+        # is final, so there is nothing to repair.
+        print("not repairing: the agent's service is not installed (rolled back)")
+        return 0
+    with agent.lock():
+        if not agent.facts.bind.installed and args.install_packages:
+            agent.install_bind()
+        report = agent.transaction().apply(agent.plan())
+        if agent.opts.resolver_backend:
+            agent.remember_backend(agent.opts.resolver_backend)
+    _print_apply(report)
+    return 0
+
+
+def _print_apply(report: ApplyReport) -> None:
     for path in report.recovered:
         print(f"recovered {path} from an interrupted run")
     if report.nothing_to_do:
         health = f" ({report.health.detail})" if report.health else ""
         print(f"nothing to do: the host already matches the plan{health}")
-        return 0
+        return
     for path in report.changed:
         print(f"changed {path}")
     if report.service_action:
         print(f"named {report.service_action}")
+    for line in report.unit_actions:
+        print(line)
     if report.health:
         print(f"healthy: {report.health.detail}")
-    return 0
 
 
 def cmd_rollback(agent: Agent, args: argparse.Namespace) -> int:
-    report = agent.transaction().rollback(agent.plan().activate)
+    with agent.lock():
+        report = agent.bare_transaction().rollback()
+    for line in report.unit_actions:
+        print(line)
     if not report.had_state:
         print("nothing to roll back: the agent has not changed this host")
         return 0
@@ -144,11 +164,102 @@ def cmd_stats(agent: Agent, args: argparse.Namespace) -> int:
             return 0
 
 
+def _fleet_name(agent: Agent, given: str | None, *, required: bool) -> str | None:
+    """`given`, else `[metrics] fleet`, else the `fleet_tag` instance tag read from IMDS."""
+    from .imds import ImdsClient
+    from .sinks.cloudwatch import resolve_fleet
+
+    if given:
+        return given
+    s = agent.settings
+    reader = (ImdsClient(s.imds.endpoint, s.imds.timeout).instance_tag
+              if s.imds.enabled and s.metrics.fleet_tag else None)
+    fleet = resolve_fleet(s.metrics, reader)
+    if fleet is None and required:
+        raise ConfigError(f"{s.source}: metrics.fleet: no fleet name (give --fleet NAME, or set "
+                          "[metrics] fleet, or fleet_tag with the tag exposed in IMDS)")
+    return fleet
+
+
+def _cloudwatch_client(agent: Agent) -> object:
+    from .sinks.cloudwatch import build_client
+
+    m = agent.settings.metrics
+    region = m.region or None
+    if region is None and agent.facts.ec2:
+        region = agent.facts.ec2.region or None
+    return build_client(region=region, endpoint_url=m.endpoint_url or None)
+
+
+def cmd_alarm_create_fleet(agent: Agent, args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from .sinks.cloudwatch import create_fleet_headroom_alarm
+
+    fleet = _fleet_name(agent, args.fleet, required=True)
+    assert fleet is not None
+    client = _cloudwatch_client(agent)
+    try:
+        name = create_fleet_headroom_alarm(client, agent.settings.metrics.namespace, fleet,
+                                           threshold_pct=args.threshold,
+                                           alarm_actions=tuple(args.alarm_action))
+    except (BotoCoreError, ClientError) as exc:
+        raise CloudWatchError(f"alarm create: {exc}") from None
+    print(f"alarm {name}: BudgetHeadroom < {args.threshold:g}% anywhere in fleet {fleet}")
+    return 0
+
+
+def cmd_dashboard_create(agent: Agent, args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from .sinks.dashboard import dashboard_body, put_dashboard, validate_dashboard
+
+    s = agent.settings
+    fleet = _fleet_name(agent, args.fleet, required=args.fleet is not None)
+    client: object | None = None
+    region = args.region or s.metrics.region
+    if not region and not args.print:
+        client = _cloudwatch_client(agent)
+        region = str(getattr(getattr(client, "meta", None), "region_name", "") or "")
+    if not region:
+        raise ConfigError(f"{s.source}: metrics.region: no region for the dashboard's widgets "
+                          "(set it, or give --region)")
+    body = dashboard_body(s.metrics.namespace, region, fleet=fleet,
+                          warn_headroom_pct=s.budget.warn_headroom_pct,
+                          limit_pps=s.budget.limit_pps)
+    if args.print:
+        validate_dashboard(args.name, body)
+        print(json.dumps(body, indent=2))
+        return 0
+    client = client or _cloudwatch_client(agent)
+    try:
+        messages = put_dashboard(client, args.name, body)
+    except (BotoCoreError, ClientError) as exc:
+        raise CloudWatchError(f"dashboard create: {exc}") from None
+    for message in messages:
+        print(f"dashboard {args.name}: CloudWatch says: {message}", file=sys.stderr)
+    scope = f"fleet {fleet}" if fleet else "all instances"
+    print(f"dashboard {args.name}: {len(body['widgets'])} widgets, {scope}, region {region}")
+    return 0
+
+
+def cmd_cost(agent: Agent, args: argparse.Namespace) -> int:
+    from .sinks.cost import render_report
+
+    if args.hosts < 1 or args.interfaces < 1:
+        raise ConfigError("cost: --hosts and --interfaces must be at least 1")
+    print(render_report(agent.settings.metrics, args.hosts, interfaces=args.interfaces),
+          end="")
+    return 0
+
+
 def cmd_alarm_create(agent: Agent, args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from .sinks.cloudwatch import build_client, create_headroom_alarm
 
+    if args.fleet is not None:
+        return cmd_alarm_create_fleet(agent, args)
     m = agent.settings.metrics
     facts = agent.facts
     instance_id = args.instance_id or (facts.ec2.instance_id if facts.ec2 else None)
@@ -173,11 +284,30 @@ def cmd_run(agent: Agent, args: argparse.Namespace) -> int:
 
 
 def cmd_install_service(agent: Agent, args: argparse.Namespace) -> int:
-    from .service_install import install_service
+    """The units are part of the plan: written through the transaction (checkpointed, so
+    rollback removes them), then `systemctl daemon-reload` and `enable --now`."""
+    import shutil
 
-    for line in install_service(agent, args):
-        print(line)
+    from . import agent_units, planner
+
+    command = args.exec_path or agent_units.installed_command(
+        which=shutil.which("dnscache-agent"))
+    service = planner.ServiceInstall(command, agent_units.shipped_units(),
+                                     start=not args.no_start)
+    with agent.lock():
+        report = agent.bare_transaction().apply(agent.service_plan(service))
+    _print_apply(report)
+    if units_for_host(agent.root, agent.runner).name != "systemd":
+        print("systemd is not running here: the service starts at the next boot")
     return 0
+
+
+def cmd_pacer(agent: Agent, args: argparse.Namespace) -> int:
+    from .pacer.main import run_pacer
+
+    if not args.verbose:  # a daemon: its start, warm-up and stop lines belong in the journal
+        logging.getLogger("dnscache_agent.pacer").setLevel(logging.INFO)
+    return run_pacer(agent.settings, agent.root, args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="force a resolver backend instead of detecting it")
     common.add_argument("--imds-endpoint", metavar="URL",
                         help="IMDSv2 base URL (default http://169.254.169.254)")
+    common.add_argument("--bind-version", metavar="X.Y",
+                        help="named's version in a --root tree (default: read from its dpkg "
+                             "database; required for rpm trees)")
     common.add_argument("-v", "--verbose", action="count", default=0)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -207,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--install-packages", action="store_true",
                    help="install bind when it is missing")
     p.set_defaults(func=cmd_apply)
+    p.add_argument("--repair", action="store_true",
+                   help="as the repair unit runs it: do nothing when the service is not "
+                        "installed (a rollback removed it)")
     p = sub.add_parser("rollback", parents=[common], help="restore the pre-agent state")
     p.set_defaults(func=cmd_rollback)
     p = sub.add_parser("verify", parents=[common],
@@ -228,7 +364,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=20.0, help="headroom %% (default 20)")
     p.add_argument("--instance-id")
     p.add_argument("--alarm-action", action="append", default=[], metavar="ARN")
+    p.add_argument("--fleet", nargs="?", const="", metavar="NAME",
+                   help="alarm on the fleet aggregate (lowest headroom of any host) instead; "
+                        "NAME defaults to [metrics] fleet or the fleet_tag instance tag")
     p.set_defaults(func=cmd_alarm_create)
+    p = sub.add_parser("dashboard", help="CloudWatch dashboards")
+    dashboard = p.add_subparsers(dest="dashboard_command", required=True)
+    p = dashboard.add_parser("create", parents=[common],
+                             help="put a CloudWatch dashboard: fleet headroom, worst instances, "
+                                  "link-local drops, hit ratio")
+    p.add_argument("--name", default="dnscache-agent", help="dashboard name")
+    p.add_argument("--fleet", nargs="?", const="", metavar="NAME",
+                   help="read the fleet aggregates of NAME (default: [metrics] fleet or the "
+                        "fleet_tag instance tag, when set)")
+    p.add_argument("--region", help="region of the widgets' metrics (default: the client's)")
+    p.add_argument("--print", action="store_true",
+                   help="print the dashboard body instead of putting it")
+    p.set_defaults(func=cmd_dashboard_create)
+    p = sub.add_parser("cost", parents=[common],
+                       help="CloudWatch metric count and monthly cost for N hosts")
+    p.add_argument("--hosts", type=int, default=1)
+    p.add_argument("--interfaces", type=int, default=1,
+                   help="interfaces per host routing to the resolver")
+    p.set_defaults(func=cmd_cost)
     p = sub.add_parser("run", parents=[common],
                        help="the daemon: statistics, metrics export and drift self-heal")
     p.add_argument("--repair-trigger", metavar="FILE",
@@ -244,6 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-start", action="store_true",
                    help="enable the service but do not start it now")
     p.set_defaults(func=cmd_install_service)
+    p = sub.add_parser("pacer", parents=[common],
+                       help="the budget-pacing forwarder between named and the resolver "
+                            "(runs in the foreground)")
+    from .pacer.main import add_arguments as add_pacer_arguments
+
+    add_pacer_arguments(p)
+    p.set_defaults(func=cmd_pacer)
     return parser
 
 

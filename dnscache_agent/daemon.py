@@ -20,24 +20,22 @@ worker thread, never on the loop. Clock, wait, notifier, host and sinks are inje
 from __future__ import annotations
 
 import logging
-import os
-import queue
 import signal
-import socket
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Callable
 
-from .errors import ApplyError, ConfigError, DnscacheError
-from .health import Health, wait_healthy
+from .errors import ConfigError, DnscacheError
+from .health import Health
+from .host_port import AgentPort, HostPort, InProcessRepair, Repairer, SampleSource, TriggerRepair
 from .sd_notify import Notifier, notifier_from_env
-from .settings import MetricsSettings, Settings
-from .stats.catalogue import Sample
-from .verify import Check, verify
+from .settings import MetricsSettings
+from .sinks.adapters import Sink, build_sinks
+from .verify import Check
 
 if TYPE_CHECKING:
     import argparse
@@ -50,268 +48,8 @@ log = logging.getLogger(__name__)
 #: After a repair, check again this soon (or at verify_interval if that is shorter), so the
 #: journal says whether the repair took.
 REPAIR_RECHECK_SECONDS = 10.0
-#: node_exporter scrapes every 15-60 s; rewriting the textfile every second would be waste.
-TEXTFILE_EVERY_SECONDS = 10.0
-#: On SIGTERM the CloudWatch worker gets this long to send the minute in progress.
-FINAL_FLUSH_SECONDS = 0.5
-#: The health query in the loop: short, so one slow answer cannot starve the watchdog.
-HEALTH_DEADLINE_SECONDS = 2.0
 #: Checks that no repair can fix (a missing package needs `apply --install-packages`).
 UNREPAIRABLE = frozenset({"bind installed"})
-
-
-class SampleSource(Protocol):
-    def sample(self) -> Sample | None: ...
-
-
-class HostPort(Protocol):
-    """What the loop needs from the host; `AgentPort` wraps the real `Agent`."""
-
-    @property
-    def settings(self) -> Settings: ...
-
-    def sampler(self) -> SampleSource: ...
-
-    def budget_statuses(self, sampler: SampleSource) -> dict[str, BudgetStatus]: ...
-
-    def drift(self, *, refresh: bool) -> list[Check]: ...
-
-    def health(self) -> Health: ...
-
-    def instance_id(self) -> str: ...
-
-
-class Repairer(Protocol):
-    """Makes the host match the plan again; returns a one-line summary for the log.
-    Raises DnscacheError when the repair failed (the transaction has rolled back)."""
-
-    def repair(self, host: HostPort) -> str: ...
-
-
-class Sink(Protocol):
-    name: str
-
-    def export(self, sample: Sample) -> None: ...
-
-    def close(self, *, final: bool) -> None: ...
-
-
-# --- the real host ------------------------------------------------------------------------
-
-
-class AgentPort:
-    """`HostPort` over an `Agent`. Facts are cached between checks (gathering them runs
-    `named -V` and asks IMDS); `drift(refresh=True)` gathers them again."""
-
-    def __init__(self, agent: Agent, *, health_deadline: float = HEALTH_DEADLINE_SECONDS,
-                 ) -> None:
-        self.agent = agent
-        self.health_deadline = health_deadline
-
-    @property
-    def settings(self) -> Settings:
-        return self.agent.settings
-
-    def sampler(self) -> SampleSource:
-        return self.agent.sampler()
-
-    def budget_statuses(self, sampler: SampleSource) -> dict[str, BudgetStatus]:
-        budget = getattr(sampler, "budget", None)
-        return dict(budget.statuses()) if budget is not None else {}
-
-    def drift(self, *, refresh: bool) -> list[Check]:
-        if refresh:
-            self.agent.refresh()
-        agent = self.agent
-        live = agent.root.is_live
-        report = verify(agent.facts, agent.settings, agent.plan(), agent.root,
-                        named_active=agent.service.is_active if live else None)
-        return [c for c in report.checks if not c.ok]
-
-    def health(self) -> Health:
-        return wait_healthy(self.settings.cache.health_name, deadline_s=self.health_deadline)
-
-    def instance_id(self) -> str:
-        ec2 = self.agent.facts.ec2
-        if ec2 is not None:
-            return ec2.instance_id
-        name = socket.gethostname()
-        log.warning("not on EC2: CloudWatch InstanceId dimension is the hostname %s", name)
-        return name
-
-    def apply(self) -> str:
-        report = self.agent.transaction().apply(self.agent.plan())
-        if report.nothing_to_do:
-            return "nothing to change"
-        action = f"; named {report.service_action}" if report.service_action else ""
-        return f"changed {', '.join(report.changed) or 'no files'}{action}"
-
-
-class InProcessRepair:
-    """Runs the transaction here (the process must be allowed to write /etc and reload
-    named: root without the hardened unit, e.g. `dnscache-agent run` in a shell)."""
-
-    def repair(self, host: HostPort) -> str:
-        apply = getattr(host, "apply", None)
-        if apply is None:
-            raise DnscacheError("this host cannot apply in process")
-        return str(apply())
-
-
-class TriggerRepair:
-    """Asks a privileged unit to run `dnscache-agent apply` by rewriting a trigger file that a
-    systemd path unit watches (PathChanged=). The long-running unit then needs no write access
-    to /etc and no right to reload named."""
-
-    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
-        self.path = path
-        self.clock = clock
-
-    def repair(self, host: HostPort) -> str:
-        body = f"repair requested at {self.clock():.0f} by pid {os.getpid()}\n"
-        # A plain write: closing it is the IN_CLOSE_WRITE the path unit waits for, and the
-        # hardened unit forbids chown (an atomic_write would need it).
-        try:
-            self.path.write_text(body, encoding="utf-8")
-        except OSError as exc:
-            raise ApplyError(f"{self.path}: cannot request a repair: {exc.strerror}") from None
-        return f"asked the repair unit through {self.path}"
-
-
-# --- sinks --------------------------------------------------------------------------------
-
-
-class PrometheusSink:
-    """Serves the latest sample on 127.0.0.1:`port` from prometheus_client's thread."""
-
-    name = "prometheus"
-
-    def __init__(self, port: int) -> None:
-        from .sinks.prometheus import PrometheusServer
-
-        self.latest: Sample | None = None
-        self.server = PrometheusServer(lambda: self.latest, port)
-
-    def export(self, sample: Sample) -> None:
-        self.latest = sample
-
-    def close(self, *, final: bool) -> None:
-        # At exit the kernel closes the socket; shutdown() would wait up to 0.5 s for the
-        # server's poll loop, eating the SIGTERM budget.
-        if not final:
-            self.server.close()
-
-
-class TextfileSink:
-    """Rewrites a node_exporter textfile every TEXTFILE_EVERY_SECONDS."""
-
-    name = "textfile"
-
-    def __init__(self, path: str, *, clock: Callable[[], float] = time.monotonic,
-                 every: float = TEXTFILE_EVERY_SECONDS) -> None:
-        self.path = path
-        self.clock = clock
-        self.every = every
-        self._next = 0.0
-        self._failing = False
-
-    def export(self, sample: Sample) -> None:
-        now = self.clock()
-        if now < self._next:
-            return
-        self._next = now + self.every
-        from .sinks.prometheus import write_textfile
-
-        try:
-            write_textfile(self.path, sample)
-        except OSError as exc:
-            if not self._failing:
-                log.error("textfile %s: %s", self.path, exc.strerror or exc)
-            self._failing = True
-        else:
-            if self._failing:
-                log.info("textfile %s: writing again", self.path)
-            self._failing = False
-
-    def close(self, *, final: bool) -> None:
-        pass
-
-
-class CloudWatchWorker:
-    """Feeds a `CloudWatchSink` on its own thread: its sends retry with sleeps, and the loop
-    must keep its one-second cadence and watchdog pings. A full queue drops samples (counted)
-    rather than blocking the loop."""
-
-    name = "cloudwatch"
-
-    def __init__(self, sink: Any, *, max_queue: int = 600, tick_every: float = 1.0) -> None:
-        self.sink = sink
-        self.tick_every = tick_every
-        self.queue: queue.Queue[Sample | None] = queue.Queue(maxsize=max_queue)
-        self.dropped = 0
-        self._thread = threading.Thread(target=self._run, name="dnscache-cloudwatch",
-                                        daemon=True)
-        self._thread.start()
-
-    def export(self, sample: Sample) -> None:
-        try:
-            self.queue.put_nowait(sample)
-        except queue.Full:
-            self.dropped += 1
-
-    def _run(self) -> None:
-        while True:
-            try:
-                item = self.queue.get(timeout=self.tick_every)
-            except queue.Empty:
-                item = None
-                stop = False
-            else:
-                stop = item is None
-            if item is not None:
-                self.sink.add(item)
-            if stop:
-                self.sink.flush(everything=True)
-                return
-            self.sink.tick()
-
-    def close(self, *, final: bool) -> None:
-        try:
-            self.queue.put(None, timeout=0.1)
-        except queue.Full:
-            log.warning("CloudWatch: queue full at shutdown; the minute in progress is lost")
-            return
-        self._thread.join(FINAL_FLUSH_SECONDS if final else 30.0)
-        if self._thread.is_alive():
-            log.warning("CloudWatch: final flush still running after %.1fs; leaving it",
-                        FINAL_FLUSH_SECONDS if final else 30.0)
-
-
-def build_sinks(metrics: MetricsSettings, host: HostPort) -> list[Sink]:
-    """The sinks `[metrics]` asks for. A sink that cannot start is logged and left out, so
-    a taken port does not stop the cache's self-healing."""
-    sinks: list[Sink] = []
-    if metrics.prometheus_port:
-        try:
-            sinks.append(PrometheusSink(metrics.prometheus_port))
-        except OSError as exc:
-            log.error("Prometheus: cannot listen on 127.0.0.1:%s: %s", metrics.prometheus_port,
-                      exc.strerror or exc)
-    if metrics.textfile:
-        sinks.append(TextfileSink(metrics.textfile))
-    if metrics.cloudwatch:
-        from .sinks.cloudwatch import CloudWatchSink
-
-        try:
-            cw = CloudWatchSink(metrics.namespace, host.instance_id(),
-                                region=metrics.region or None,
-                                endpoint_url=metrics.endpoint_url or None,
-                                high_resolution=metrics.high_resolution)
-        except Exception as exc:  # boto3 raises several types for missing region/credentials
-            log.error("CloudWatch: sink not started: %s", exc)
-        else:
-            sinks.append(CloudWatchWorker(cw))
-    return sinks
 
 
 # --- the loop -----------------------------------------------------------------------------
@@ -331,6 +69,9 @@ class LoopState:
     repairs: int = 0
     last_status: str = ""
     last_health: Health | None = None
+    upstream_ok: bool | None = None
+    applied_seen: bool = False
+    rolled_back: bool = False
 
 
 def format_status(state: LoopState, statuses: dict[str, BudgetStatus],
@@ -340,13 +81,19 @@ def format_status(state: LoopState, statuses: dict[str, BudgetStatus],
     if not state.ready:
         detail = state.last_health.detail if state.last_health else "no query yet"
         parts.append(f"waiting for the cache to answer ({detail})")
+    elif state.upstream_ok is False:
+        detail = state.last_health.detail if state.last_health else ""
+        parts.append(f"upstream resolver unreachable, the cache answers from what it holds "
+                     f"({detail})")
     status = statuses.get(upstream or "") or next(iter(statuses.values()), None)
     if status is not None:
         parts.append(f"{status.interface} headroom {status.headroom_pct:.0f}% "
                      f"({status.pps:.0f} of {status.limit_pps:.0f} pkt/s)")
     elif state.stats_ok is False:
         parts.append("statistics channel not answering")
-    if state.drift:
+    if state.rolled_back:
+        parts.append("rolled back: not repairing")
+    elif state.drift:
         parts.append(f"drift in {len(state.drift)} check(s), repairing")
     elif state.ready:
         parts.append("config ok")
@@ -378,6 +125,7 @@ class Daemon:
         self.sampler: SampleSource | None = None
         self.sinks: list[Sink] = []
         self._next_ping = 0.0
+        self._failed_kinds: set[tuple[str, str]] = set()
 
     # --- signals --------------------------------------------------------------------------
 
@@ -464,7 +212,27 @@ class Daemon:
                 log.exception("%s sink failed on a sample", sink.name)
 
     def _verify_step(self) -> bool:
-        """Compare host and plan; repair on drift. Returns True when a repair ran."""
+        """Compare host and plan; repair on drift. Returns True when a repair ran.
+
+        The plan is always the one the admin last asked for: a changed agent.toml is read
+        again first (`apply` with new settings must be adopted, not reverted). After a
+        rollback (the checkpoint the daemon saw is gone) nothing is repaired: rollback is
+        final, even for a daemon nobody stopped."""
+        changed = getattr(self.host, "settings_changed", None)
+        if changed is not None and changed():
+            log.info("settings file changed; reading it again")
+            self.reload()
+        applied = getattr(self.host, "applied", None)
+        if applied is not None:
+            now_applied = bool(applied())
+            if self.state.applied_seen and not now_applied and not self.state.rolled_back:
+                log.warning("the agent was rolled back; not repairing until the next apply")
+                self.state.rolled_back = True
+            if now_applied:
+                self.state.applied_seen = True
+                self.state.rolled_back = False
+            if self.state.rolled_back:
+                return False
         drift = self.host.drift(refresh=False)
         if drift:
             # The cached facts may be stale (a DHCP renew changed what the plan reads):
@@ -497,13 +265,26 @@ class Daemon:
         return True
 
     def _health_step(self) -> None:
+        """READY once named answers on loopback at all. A SERVFAIL means named runs but the
+        VPC resolver does not answer (DNS disabled in the VPC, no route at boot): that is
+        reported as the upstream's state, not held against the agent, so boot does not wait
+        for nss-lookup.target and systemd does not restart the agent in a loop."""
         health = self.host.health()
         self.state.last_health = health
-        if health.ok and not self.state.ready:
+        answers = health.ok or health.rcode is not None
+        upstream_ok = health.ok
+        if upstream_ok != self.state.upstream_ok and answers:
+            if not upstream_ok:
+                log.warning("upstream resolver unreachable: %s", health.detail)
+            elif self.state.upstream_ok is False:
+                log.info("upstream resolver answering again")
+        if answers:
+            self.state.upstream_ok = upstream_ok
+        if answers and not self.state.ready:
             self.state.ready = True
             log.info("ready: %s", health.detail)
             self.notifier.notify(READY="1", STATUS=self._status_text())
-        elif not health.ok:
+        elif not answers:
             log.warning("health: %s", health.detail)
 
     def _status_text(self) -> str:
@@ -524,6 +305,24 @@ class Daemon:
             self.state.last_status = text
             self.notifier.notify(STATUS=text)
 
+    def _guarded(self, step: str, fn: Callable[[], object]) -> object:
+        """Run one step; any exception is logged as one line (the first time for each kind,
+        then at DEBUG) and the loop carries on, so the watchdog only catches real hangs."""
+        try:
+            result = fn()
+        except _Stop:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the loop must survive any single step
+            kind = (step, type(exc).__name__)
+            level = logging.DEBUG if kind in self._failed_kinds else logging.ERROR
+            self._failed_kinds.add(kind)
+            log.log(level, "%s step failed: %s: %s (the loop carries on)", step,
+                    type(exc).__name__, exc)
+            log.debug("%s step traceback", step, exc_info=True)
+            return None
+        self._failed_kinds = {k for k in self._failed_kinds if k[0] != step}
+        return result
+
     # --- run ------------------------------------------------------------------------------
 
     def run(self, *, max_iterations: int | None = None) -> int:
@@ -542,23 +341,25 @@ class Daemon:
                 self._ping(now)
                 daemon = self.host.settings.daemon
                 if now >= next_stats:
-                    self._stats_step()
+                    self._guarded("statistics", self._stats_step)
                     next_stats += daemon.stats_interval
                     if next_stats <= now:  # fell behind (a slow step): skip, don't burst
                         next_stats = now + daemon.stats_interval
                 if now >= next_verify:
                     self._interruptible = False  # an in-process transaction traps signals
-                    repaired = self._verify_step()
+                    repaired = bool(self._guarded("verify", self._verify_step))
                     self._interruptible = True
+                    daemon = self.host.settings.daemon  # a reload may have changed it
                     next_verify = self.clock() + (
                         min(daemon.verify_interval, REPAIR_RECHECK_SECONDS) if repaired
                         else daemon.verify_interval)
-                    if self.state.ready and self.state.drift:
-                        self._health_step()
+                    if self.state.ready and (self.state.drift or
+                                             self.state.upstream_ok is False):
+                        self._guarded("health", self._health_step)
                 if not self.state.ready:
-                    self._health_step()
+                    self._guarded("health", self._health_step)
                 self._ping(self.clock())
-                self._publish_status()
+                self._guarded("status", self._publish_status)
                 iterations += 1
                 if max_iterations is not None and iterations >= max_iterations:
                     break

@@ -56,3 +56,17 @@ class StatsParseError(DnscacheError):
     """A statistics payload (bind or ethtool) could not be parsed."""
 
     exit_code = 9
+
+
+class StateError(DnscacheError):
+    """The agent's state directory is damaged (a truncated, foreign or non-UTF-8 manifest, an
+    entry with missing fields, a missing or corrupt backup). The message names the file and
+    what to do; nothing was changed because of it."""
+
+    exit_code = 11
+
+
+class LockedError(DnscacheError):
+    """Another agent process holds the state directory's lock (EX_TEMPFAIL: try again)."""
+
+    exit_code = 75

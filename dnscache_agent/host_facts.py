@@ -1,20 +1,26 @@
 """The facts layer: what host is this? Read-only; every path through the `Root`. Returns frozen
-dataclasses that the pure planner consumes."""
+dataclasses that the pure planner consumes.
+
+A staged tree (`--root DIR`, an image build) is not the machine the agent runs on, so no fact
+about it comes from the build host: named's version comes from the tree's package database
+(dpkg's status file) or an explicit `--bind-version`, and CPUs/memory are left to first boot
+(the image is tuned for the smallest instance unless settings fix the numbers; the first boot's
+plan re-tunes and the repair applies it).
+"""
 
 from __future__ import annotations
 
 import logging
-import shutil
+import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import psutil
 
-from . import resolvers
+from . import resolvers, tuning
 from .bind_version import Version, parse_named_version
 from .checkpoint import StateStore
 from .commands import Runner
-from .errors import FactsError
+from .errors import ConfigError, FactsError
 from .imds import Ec2Facts, ImdsClient
 from .platform import OsRelease, PlatformProfile, parse_os_release, profile_for
 from .resolvers import Detection, HostView
@@ -26,12 +32,18 @@ log = logging.getLogger(__name__)
 OS_RELEASE_PATHS = ("/etc/os-release", "/usr/lib/os-release")
 UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
 BIN_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
+DPKG_STATUS = "/var/lib/dpkg/status"
+RPM_DBS = ("/var/lib/rpm", "/usr/lib/sysimage/rpm")
 
 
 @dataclass(frozen=True)
 class Resources:
+    """CPUs and memory the cache is tuned for. `measured` is False for a staged tree: the
+    numbers are then tuning's first-boot defaults, not the build host's."""
+
     cpus: int
     memory_bytes: int
+    measured: bool = True
 
 
 @dataclass(frozen=True)
@@ -61,25 +73,77 @@ def read_os_release(root: Root) -> OsRelease:
                      "this is")
 
 
-def read_bind(root: Root, profile: PlatformProfile, runner: Runner) -> BindFacts:
-    """Whether named is installed in `root`, and its version from `named -v`."""
+def parse_bind_version_option(text: str) -> Version:
+    """`--bind-version X.Y[.Z]` as a version. Raises ConfigError naming the option."""
+    m = re.fullmatch(r"\s*(\d{1,3})\.(\d{1,3})(?:\.(\d{1,4}))?\s*", text)
+    if not m:
+        raise ConfigError(f"--bind-version: {text!r} is not a version like 9.11 or 9.16.23")
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+
+
+def dpkg_version(status: str, package: str) -> tuple[Version | None, str]:
+    """The installed version of `package` in a dpkg status file's text: the parsed upstream
+    version (epoch and Debian revision dropped) and the raw `Version:` field, or (None, "")
+    when the package is not installed. Pure."""
+    for stanza in re.split(r"\n\s*\n", status):
+        fields = dict(re.findall(r"^([A-Za-z-]+):[ \t]*(.*)$", stanza, re.M))
+        if fields.get("Package") != package:
+            continue
+        if not fields.get("Status", "").endswith(" installed"):
+            continue
+        raw = fields.get("Version", "")
+        upstream = raw.split(":", 1)[-1]
+        m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", upstream)
+        if m:
+            return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)), raw
+        return None, raw
+    return None, ""
+
+
+def read_bind(root: Root, profile: PlatformProfile, runner: Runner,
+              bind_version: str | None = None) -> BindFacts:
+    """Whether named is installed in `root`, and its version.
+
+    An explicit `bind_version` (`--bind-version`) wins. Otherwise the live host answers with
+    `named -v`; a staged tree never runs a binary and never asks the build host: its dpkg
+    status file names the version. An rpm database cannot be read without rpm, so a Red Hat
+    tree needs `--bind-version`. Raises FactsError (one line, what to pass) when a staged
+    tree's version cannot be known.
+    """
     binary = root.path(profile.named_binary)
-    if not binary.exists():
+    installed = binary.exists()
+    if bind_version is not None:
+        given = parse_bind_version_option(bind_version)
+        return BindFacts(installed, given, f"BIND {bind_version.strip()} (--bind-version)")
+    if not installed:
         return BindFacts(False, None, "")
-    argv = [str(binary), "-v"]
-    if not root.is_live:
-        # A staged tree's named may not run on this host; use the host's own named only
-        # when it is the same binary, otherwise assume the current version.
-        host = shutil.which("named") or profile.named_binary
-        if not Path(host).exists():
-            return BindFacts(True, None, "")
-        argv = [host, "-v"]
-    result = runner.run(argv, timeout=10)
-    text = result.stdout.strip()
-    return BindFacts(True, parse_named_version(text), text)
+    if root.is_live:
+        result = runner.run([str(binary), "-v"], timeout=10)
+        text = result.stdout.strip()
+        return BindFacts(True, parse_named_version(text), text)
+    status = root.read_text(DPKG_STATUS)
+    if status is not None:
+        version, raw = dpkg_version(status, profile.package)
+        if version is not None:
+            return BindFacts(True, version,
+                             f"BIND {'.'.join(map(str, version))} ({profile.package} {raw} "
+                             f"in {DPKG_STATUS})")
+        raise FactsError(f"{root.path(DPKG_STATUS)}: no installed {profile.package} with a "
+                         f"readable version, but {profile.named_binary} exists; pass "
+                         "--bind-version X.Y")
+    if any(root.path(db).is_dir() for db in RPM_DBS):
+        raise FactsError(f"{root.base}: the bind version of an rpm tree cannot be read "
+                         "without rpm; pass --bind-version X.Y (the bind the image installs)")
+    raise FactsError(f"{root.path(DPKG_STATUS)}: missing, so the tree's bind version is "
+                     "unknown; pass --bind-version X.Y")
 
 
-def read_resources() -> Resources:
+def read_resources(root: Root | None = None) -> Resources:
+    """The live host's CPUs and memory. A staged tree gets tuning's first-boot defaults
+    instead: the build host's numbers would tune every image for the builder."""
+    if root is not None and not root.is_live:
+        return Resources(cpus=tuning.FIRST_BOOT_CPUS,
+                         memory_bytes=tuning.FIRST_BOOT_MEMORY_BYTES, measured=False)
     return Resources(cpus=psutil.cpu_count(logical=True) or 1,
                      memory_bytes=int(psutil.virtual_memory().total))
 
@@ -99,8 +163,10 @@ def read_view(root: Root, store: StateStore) -> HostView:
 
 
 def gather(root: Root, settings: Settings, *, runner: Runner | None = None,
-           imds: ImdsClient | None = None, backend_override: str | None = None) -> Facts:
-    """Read every fact the planner needs. EC2 facts are skipped when IMDS is disabled."""
+           imds: ImdsClient | None = None, backend_override: str | None = None,
+           bind_version: str | None = None) -> Facts:
+    """Read every fact the planner needs. EC2 facts are skipped when IMDS is disabled;
+    `bind_version` (`--bind-version`) overrides the named version read from the host/tree."""
     runner = runner or Runner()
     os_release = read_os_release(root)
     profile = profile_for(os_release)
@@ -114,8 +180,8 @@ def gather(root: Root, settings: Settings, *, runner: Runner | None = None,
     return Facts(
         os=os_release,
         profile=profile,
-        bind=read_bind(root, profile, runner),
-        resources=read_resources(),
+        bind=read_bind(root, profile, runner, bind_version),
+        resources=read_resources(root),
         ec2=ec2,
         resolver=detection,
         view=view,
@@ -146,7 +212,8 @@ def to_dict(facts: Facts) -> dict[str, object]:
                  "version": ".".join(map(str, facts.bind.version)) if facts.bind.version else None,
                  "package": facts.profile.package, "unit": facts.profile.unit},
         "resources": {"cpus": facts.resources.cpus,
-                      "memory_bytes": facts.resources.memory_bytes},
+                      "memory_bytes": facts.resources.memory_bytes,
+                      "measured": facts.resources.measured},
         "ec2": ec2,
         "resolver": {"backend": facts.resolver.backend, "reason": facts.resolver.reason,
                      "candidates": [{"backend": b, "reason": r}

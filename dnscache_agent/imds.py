@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import requests
 
@@ -13,6 +14,8 @@ log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/latest/api/token"
 META = "/latest/meta-data/"
+#: Instance tags, when the instance's metadata options expose them (InstanceMetadataTags).
+TAGS = "tags/instance/"
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,17 @@ class ImdsClient:
             return None
         resp.raise_for_status()
         return resp.text.strip()
+
+    def instance_tag(self, key: str) -> str | None:
+        """The value of the instance tag `key`, read from IMDS. None when the instance does
+        not expose its tags in IMDS (404), has no such tag, or IMDS does not answer: the
+        caller decides what a missing tag means, this never raises."""
+        try:
+            value = self.get(TAGS + quote(key, safe=":@+=._-"))
+        except (requests.RequestException, ValueError) as exc:
+            log.debug("IMDS tag %r at %s not readable: %s", key, self.endpoint, exc)
+            return None
+        return value or None
 
     def fetch(self) -> Ec2Facts | None:
         """All instance facts, or None when this is not EC2 (or IMDS does not answer)."""

@@ -41,15 +41,56 @@ class Command:
 
 
 @dataclass(frozen=True)
+class LinkChange:
+    """A symlink the agent owns (a unit's `[Install]` link: `systemctl enable` in data)."""
+
+    path: str
+    target: str
+    owner: str = "service"
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    """The agent's own systemd units, when installed (`install-service`, or found on the
+    host). `units` are started/stopped in this order; `main` is restarted when its file
+    changes while it runs; `start` asks for `enable --now` (install-service)."""
+
+    units: tuple[str, ...]
+    main: str
+    exec_path: str
+    start: bool = False
+
+
+@dataclass(frozen=True)
 class Plan:
+    """Everything the host should hold. The transaction carries it out, `verify` compares the
+    host with it, the daemon repairs from it, and rollback reverses what it wrote.
+
+    `regenerated`: files the resolver manager rewrites itself (dhclient-script on a renew),
+    judged by the wiring invariants, not byte for byte. `files` whose owner is "service" and
+    `links` are the agent's units, present only when `service` is."""
+
     files: tuple[FileChange, ...]
     resolver_backend: str
     activate: tuple[Command, ...] = ()
     bind_installed: bool = True
     notes: tuple[str, ...] = field(default=())
+    regenerated: frozenset[str] = frozenset()
+    links: tuple[LinkChange, ...] = ()
+    service: ServicePlan | None = None
 
     def bind_files(self) -> tuple[FileChange, ...]:
         return tuple(f for f in self.files if f.owner == "bind")
+
+    def unit_files(self) -> tuple[FileChange, ...]:
+        return tuple(f for f in self.files if f.owner == SERVICE_OWNER)
+
+    def resolver_files(self) -> tuple[FileChange, ...]:
+        return tuple(f for f in self.files if f.owner not in ("bind", SERVICE_OWNER))
+
+
+#: `FileChange.owner` of the agent's own unit files.
+SERVICE_OWNER = "service"
 
 
 @dataclass(frozen=True)

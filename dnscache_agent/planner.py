@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from . import __version__, resolvers, tuning
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from . import __version__, agent_units, resolvers, tuning
 from .bind_version import BindFeatures
 from .host_facts import Facts
-from .plan_model import FileChange, FileDiff, Plan, Validator
+from .plan_model import FileChange, FileDiff, LinkChange, Plan, Validator
 from .render import render
 from .resolvers import BackendContext
 from .rootfs import Root
@@ -46,13 +49,31 @@ def backend_context(facts: Facts, settings: Settings) -> BackendContext:
                           vpc_resolver=vpc_resolver(facts))
 
 
-def build_plan(facts: Facts, settings: Settings) -> Plan:
-    """Everything the host should hold: bind's config, then the resolver wiring."""
+@dataclass(frozen=True)
+class ServiceInstall:
+    """The agent's units are (to be) installed, running `exec_path`; `start` for
+    install-service's `enable --now`. `units` maps unit names to their shipped text."""
+
+    exec_path: str
+    units: Mapping[str, str]
+    start: bool = False
+
+
+def build_plan(facts: Facts, settings: Settings, service: ServiceInstall | None = None) -> Plan:
+    """Everything the host should hold: bind's config, the resolver wiring, and the agent's
+    own units when the service is installed."""
     backend = resolvers.get(facts.resolver.backend)
     ctx = backend_context(facts, settings)
     files = (render_bind_config(facts, settings),) + backend.plan(ctx)
+    links: tuple[LinkChange, ...] = ()
+    service_plan = None
+    if service is not None:
+        unit_files, links, service_plan = agent_units.plan_service(
+            service.units, service.exec_path, start=service.start)
+        files += unit_files
     return Plan(files=files, resolver_backend=backend.name, activate=backend.activate(ctx),
-                bind_installed=facts.bind.installed)
+                bind_installed=facts.bind.installed, regenerated=frozenset(backend.regenerated),
+                links=links, service=service_plan)
 
 
 def diff(plan: Plan, root: Root) -> list[FileDiff]:

@@ -114,11 +114,3 @@ def profile_for(os_release: OsRelease) -> PlatformProfile:
         f"/etc/os-release: ID={os_release.id!r} (ID_LIKE={' '.join(os_release.id_like)!r}) "
         f"is not a supported platform; supported: {', '.join(sorted(PROFILES))}"
     )
-
-
-def checkconf_context(profile: PlatformProfile) -> tuple[str, ...]:
-    """Host paths named-checkconf needs besides the files the agent writes: the directory of
-    the main config on Debian, the distribution's include files on RHEL-like systems."""
-    if profile.owns_main_config:
-        return tuple(p for p in (profile.default_zones_include, "/etc/named.root.key") if p)
-    return (profile.named_conf.rsplit("/", 1)[0],)

@@ -200,3 +200,110 @@ def for_host(root: Root, profile: PlatformProfile, runner: Runner) -> NamedServi
         if cls.available(root):
             return cls(root, profile, runner)
     return NoService(root, profile, runner)
+
+
+# --- the agent's own units ------------------------------------------------------------------
+
+
+class AgentUnits(ABC):
+    """Starting and stopping the agent's own systemd units (install-service, rollback)."""
+
+    name = ""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    @classmethod
+    @abstractmethod
+    def available(cls, root: Root) -> bool: ...
+
+    @abstractmethod
+    def daemon_reload(self) -> None: ...
+
+    @abstractmethod
+    def is_active(self, unit: str) -> bool: ...
+
+    @abstractmethod
+    def restart(self, unit: str) -> None: ...
+
+    @abstractmethod
+    def enable_now(self, units: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    def disable_now(self, units: Sequence[str]) -> list[str]:
+        """Stop and disable `units`; returns what it did, one line each. Never raises for a
+        unit that is not loaded (rollback must go on)."""
+
+
+class SystemdUnits(AgentUnits):
+    name = "systemd"
+
+    @classmethod
+    def available(cls, root: Root) -> bool:
+        return SystemdService.available(root)
+
+    def _ctl(self, *args: str) -> None:
+        result = self.runner.run(("systemctl", *args), timeout=120)
+        if not result.ok:
+            raise ApplyError(f"systemctl {' '.join(args)}: {result.first_error_line()}")
+        log.info("ran systemctl %s", " ".join(args))
+
+    def daemon_reload(self) -> None:
+        self._ctl("daemon-reload")
+
+    def is_active(self, unit: str) -> bool:
+        return self.runner.run(("systemctl", "is-active", "--quiet", unit), timeout=30).ok
+
+    def restart(self, unit: str) -> None:
+        self._ctl("restart", unit)
+
+    def enable_now(self, units: Sequence[str]) -> None:
+        self._ctl("enable", "--now", *units)
+
+    def disable_now(self, units: Sequence[str]) -> list[str]:
+        done = []
+        for unit in units:
+            result = self.runner.run(("systemctl", "disable", "--now", unit), timeout=120)
+            if result.ok:
+                done.append(f"stopped and disabled {unit}")
+                log.info("stopped and disabled %s", unit)
+            else:
+                log.warning("systemctl disable --now %s: %s", unit, result.first_error_line())
+        return done
+
+
+class NoUnits(AgentUnits):
+    """No systemd to ask (a staged root, a container without init): the unit files and
+    their [Install] links are still written; nothing is started."""
+
+    name = "none"
+
+    @classmethod
+    def available(cls, root: Root) -> bool:
+        return True
+
+    def daemon_reload(self) -> None:
+        pass
+
+    def is_active(self, unit: str) -> bool:
+        return False
+
+    def restart(self, unit: str) -> None:
+        pass
+
+    def enable_now(self, units: Sequence[str]) -> None:
+        pass
+
+    def disable_now(self, units: Sequence[str]) -> list[str]:
+        return []
+
+
+UNIT_BACKENDS: tuple[type[AgentUnits], ...] = (SystemdUnits, NoUnits)
+
+
+def units_for_host(root: Root, runner: Runner) -> AgentUnits:
+    """The first available unit manager for this root."""
+    for cls in UNIT_BACKENDS:
+        if cls.available(root):
+            return cls(runner)
+    return NoUnits(runner)

@@ -82,6 +82,12 @@ class MetricsSettings:
     endpoint_url: str = ""
     prometheus_port: int = 0
     textfile: str = ""
+    #: Catalogue keys sent to CloudWatch per instance always, beyond the default set.
+    cloudwatch_include: tuple[str, ...] = ()
+    #: The `Fleet` dimension value for fleet aggregates (e.g. the Auto Scaling group) ...
+    fleet: str = ""
+    #: ... or the instance tag (read from IMDS) that holds it, when `fleet` is empty.
+    fleet_tag: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,23 @@ class AgentSettings:
 
 
 @dataclass(frozen=True)
+class PacerSettings:
+    """The budget-pacing forwarder between named and the Amazon resolver (`dnscache-agent
+    pacer`): named forwards to listen:port, it sends to the forwarders at no more than
+    limit_pps * (1 - margin_pct/100) packets in any second (see dnscache_agent/pacer/)."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1"
+    port: int = 5354
+    margin_pct: float = 5.0
+    burst: int = 5
+    stats_file: str = "/run/dnscache-agent-pacer/stats.json"
+    warm_file: str = "/var/lib/dnscache-agent-pacer/warm.json"
+    warm_seed: str = ""
+    warm_max: int = 5000
+
+
+@dataclass(frozen=True)
 class Settings:
     agent: AgentSettings = field(default_factory=AgentSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
@@ -106,6 +129,7 @@ class Settings:
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    pacer: PacerSettings = field(default_factory=PacerSettings)
     source: str = "<defaults>"
 
     @property
@@ -186,9 +210,50 @@ def _pattern(regex: re.Pattern[str], what: str, allow_empty: bool = False) -> Ch
     return check
 
 
+def _forwarder_list(v: Any) -> tuple[str, ...]:
+    """Forwarders: unicast addresses of another host. Loopback would make named forward to
+    itself (or to whatever local process holds the port), and unspecified, multicast,
+    broadcast or reserved addresses never answer."""
+    out = _ip_list(v)
+    for text in out:
+        addr = ipaddress.ip_address(text)
+        mapped = getattr(addr, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is 127.0.0.1
+        for a in (mapped, addr) if mapped is not None else (addr,):
+            why = ("a loopback address: named would forward to itself" if a.is_loopback
+                   else "unspecified" if a.is_unspecified
+                   else "multicast" if a.is_multicast
+                   else "a broadcast or reserved address" if a.is_reserved
+                   or a == ipaddress.IPv4Address("255.255.255.255")
+                   else "in 0.0.0.0/8 (this network)"
+                   if a.version == 4 and a in ipaddress.IPv4Network("0.0.0.0/8") else "")
+            if why:
+                raise ValueError(f"{text} is {why}; forwarders must be unicast addresses of "
+                                 "a resolver on another host")
+    return out
+
+
+_URL_HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+
+
 def _url(v: Any) -> str:
-    if not isinstance(v, str) or not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(:\d+)?/?", v):
-        raise ValueError(f"{v!r} is not an http(s)://host[:port] URL")
+    """`http(s)://host[:port]` (a trailing "/" is dropped): a DNS name, an IPv4 address or a
+    bracketed IPv6 address, a port in 1..65535, nothing else (no user, path or query)."""
+    bad = ValueError(f"{v!r} is not an http(s)://host[:port] URL")
+    if not isinstance(v, str) or len(v) > 300 or not v.isascii() or not v.isprintable():
+        raise bad
+    m = re.fullmatch(r"(https?)://(\[[0-9A-Fa-f:.]+\]|[^/:\[\]@?#]+)(?::(\d{1,5}))?/?", v)
+    if not m:
+        raise bad
+    host = m.group(2)
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise bad from None
+    elif not _URL_HOST_RE.fullmatch(host) or ".." in host:
+        raise bad
+    if m.group(3) is not None and not 1 <= int(m.group(3)) <= 65535:
+        raise ValueError(f"{v!r}: port {int(m.group(3))} is out of range 1..65535")
     return v.rstrip("/")
 
 
@@ -201,6 +266,95 @@ def _cw_namespace(v: Any) -> str:
     if v.startswith("AWS/"):
         raise ValueError("namespaces starting with 'AWS/' are reserved by AWS")
     return str(v)
+
+
+def _cloudwatch_include(v: Any) -> tuple[str, ...]:
+    """Metric names (catalogue keys or CloudWatch names) → catalogue keys, in order."""
+    from .stats.catalogue import CATALOGUE  # the catalogue is the one list of names
+
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise ValueError("expected a list of metric names")
+    by_name = {n: m for m in CATALOGUE if m.cloudwatch_name
+               for n in (m.key, m.cloudwatch_name)}
+    out: list[str] = []
+    for name in v:
+        metric = by_name.get(name)
+        if metric is None:
+            raise ValueError(f"unknown CloudWatch metric {name[:60]!r} (a catalogue key such as "
+                             "'client_qps' or a CloudWatch name such as 'ClientQueries'; see "
+                             "the README's metrics table)")
+        if metric.key not in out:
+            out.append(metric.key)
+    return tuple(out)
+
+
+def _cw_dimension_value(v: Any) -> str:
+    """A CloudWatch dimension value: up to 1024 printable characters, or empty (unset)."""
+    if not isinstance(v, str):
+        raise ValueError(f"expected a string, got {v!r}")
+    if len(v) > 1024 or any(not c.isprintable() for c in v) or v != v.strip():
+        raise ValueError(f"{v[:60]!r}: up to 1024 printable characters, no surrounding spaces")
+    return v
+
+
+def _imds_tag_key(v: Any) -> str:
+    """An instance tag key IMDS can expose (no '/', at most 128 characters), or empty."""
+    if not isinstance(v, str):
+        raise ValueError(f"expected a string, got {v!r}")
+    if v and not re.fullmatch(r"[A-Za-z0-9 +\-=._:@]{1,128}", v):
+        raise ValueError(f"{v[:60]!r} is not a tag key IMDS exposes (letters, digits, spaces "
+                         "and + - = . _ : @, at most 128)")
+    return v
+
+
+def _loopback(v: Any) -> str:
+    """A loopback address: the pacer serves named on this host only."""
+    v = _ip(v)
+    if not ipaddress.ip_address(v).is_loopback:
+        raise ValueError(f"{v!r} is not a loopback address (127.0.0.0/8 or ::1)")
+    return v
+
+
+def _file_path(v: Any) -> str:
+    """An absolute file path (not a directory, no '..')."""
+    v = _abs_path(v)
+    if not v or v.endswith("/") or ".." in v.split("/"):
+        raise ValueError(f"{v!r} must be an absolute file path without '..'")
+    return v
+
+
+def _optional_file_path(v: Any) -> str:
+    return "" if v == "" else _file_path(v)
+
+
+def _backend(v: Any) -> str:
+    """"auto" or a name from the resolvers table (imported here: resolvers import settings)."""
+    from .resolvers import BACKENDS
+
+    v = _pattern(_BACKEND_RE, "backend name")(v)
+    if v != "auto" and v not in BACKENDS:
+        raise ValueError(f"unknown backend {v!r} (known: auto, {', '.join(BACKENDS)})")
+    return str(v)
+
+
+#: Ports below this belong to system services: 53 is named's own DNS port, 853 DNS over TLS,
+#: 953 named's rndc channel. The agent's own listeners stay above it.
+_FIRST_UNPRIVILEGED_PORT = 1024
+
+
+def _listen_port(*, zero_disables: bool) -> Check:
+    """A loopback port the agent or named listens on: 1024..65535 (0 also, when it means
+    "off")."""
+    def check(v: Any) -> int | None:
+        v = _int(0 if zero_disables else 1, 65535)(v)
+        if v == 0 and zero_disables:
+            return v
+        if v is not None and v < _FIRST_UNPRIVILEGED_PORT:
+            raise ValueError(f"{v} is a system port (53 is named's DNS port, 953 its rndc "
+                             f"channel); use one in {_FIRST_UNPRIVILEGED_PORT}..65535")
+        return v
+
+    return check
 
 
 def _abs_path(v: Any) -> str:
@@ -230,7 +384,7 @@ SCHEMA: dict[str, tuple[type, _Schema]] = {
         "state_dir": _state_dir,
     }),
     "cache": (CacheSettings, {
-        "forwarders": _ip_list,
+        "forwarders": _forwarder_list,
         "ipv6_forwarder": _bool,
         "max_cache_size_mb": _int(8, 262144, auto=True),
         "recursive_clients": _int(100, 100000, auto=True),
@@ -243,11 +397,11 @@ SCHEMA: dict[str, tuple[type, _Schema]] = {
         "min_cache_ttl": _int(0, 90),
         "min_ncache_ttl": _int(0, 90),
         "max_ncache_ttl": _int(0, 7 * 86400),
-        "statistics_port": _int(1, 65535),
+        "statistics_port": _listen_port(zero_disables=False),
         "health_name": _pattern(_DOMAIN_RE, "domain name"),
     }),
     "resolver": (ResolverSettings, {
-        "backend": _pattern(_BACKEND_RE, "backend name"),
+        "backend": _backend,
         "fallback_servers": _int(0, 2),
         "timeout": _int(1, 30),
         "attempts": _int(1, 5),
@@ -267,12 +421,26 @@ SCHEMA: dict[str, tuple[type, _Schema]] = {
         "high_resolution": _bool,
         "region": _pattern(re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$"), "AWS region", allow_empty=True),
         "endpoint_url": _optional_url,
-        "prometheus_port": _int(0, 65535),
+        "prometheus_port": _listen_port(zero_disables=True),
         "textfile": _abs_path,
+        "cloudwatch_include": _cloudwatch_include,
+        "fleet": _cw_dimension_value,
+        "fleet_tag": _imds_tag_key,
     }),
     "daemon": (DaemonSettings, {
         "verify_interval": _int(5, 86400),
         "stats_interval": _float(0.2, 60.0),
+    }),
+    "pacer": (PacerSettings, {
+        "enabled": _bool,
+        "listen": _loopback,
+        "port": _int(1024, 65535),
+        "margin_pct": _float(0.0, 50.0),
+        "burst": _int(1, 50),
+        "stats_file": _file_path,
+        "warm_file": _file_path,
+        "warm_seed": _optional_file_path,
+        "warm_max": _int(0, 100000),
     }),
 }
 
@@ -307,7 +475,7 @@ def from_mapping(data: Mapping[str, Any], source: str = "<settings>") -> Setting
             except ValueError as exc:
                 raise ConfigError(f"{source}: {section}.{key}: {exc}") from None
         sections[section] = cls(**checked)
-    return Settings(**sections, source=source)
+    return _check_across(Settings(**sections, source=source), source)
 
 
 def load(path: str | Path | None, *, required: bool = False,
@@ -354,7 +522,25 @@ def with_overrides(settings: Settings, overrides: SectionValues, origin: str) ->
             except ValueError as exc:
                 raise ConfigError(f"{origin}: {section}.{key}: {exc}") from None
         result = replace(result, **{section: replace(current, **checked)})
-    return result
+    return _check_across(result, origin)
+
+
+def _check_across(settings: Settings, source: str) -> Settings:
+    """Rules that span keys: every loopback port the agent or named listens on is distinct.
+    Raises ConfigError naming `source` and the later key."""
+    ports: list[tuple[str, int]] = [("cache.statistics_port", settings.cache.statistics_port)]
+    if settings.metrics.prometheus_port:
+        ports.append(("metrics.prometheus_port", settings.metrics.prometheus_port))
+    pacer = getattr(settings, "pacer", None)
+    if pacer is not None and getattr(pacer, "enabled", False):
+        ports.append(("pacer.port", int(pacer.port)))
+    seen: dict[int, str] = {}
+    for key, port in ports:
+        if port in seen:
+            raise ConfigError(f"{source}: {key}: {port} is also {seen[port]}; each listener "
+                              "needs its own port")
+        seen[port] = key
+    return settings
 
 
 def to_toml(settings: Settings) -> str:

@@ -17,15 +17,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Callable
 
-from . import hostfs
+from . import checkconf, hostfs
 from .checkpoint import Checkpoint, StateStore
 from .commands import Runner
 from .errors import ApplyError, DnscacheError, ValidationError
 from .health import Health
-from .plan_model import Command, FileChange, FileDiff, Plan, Validator
-from .platform import PlatformProfile, checkconf_context
+from .plan_model import Command, FileChange, FileDiff, LinkChange, Plan, Validator
+from .platform import PlatformProfile
 from .rootfs import Root
-from .services import NamedService
+from .services import AgentUnits, NamedService, NoUnits
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +36,21 @@ class Interrupted(DnscacheError):
     exit_code = 130
 
 
+#: Started on demand by the path unit; stopped at rollback in case a repair is waiting.
+REPAIR_SERVICE = "dnscache-agent-repair.service"
+
+
 @dataclass
 class ApplyReport:
     changed: list[str] = field(default_factory=list)
     service_action: str | None = None
     health: Health | None = None
     recovered: list[str] = field(default_factory=list)
+    unit_actions: list[str] = field(default_factory=list)
 
     @property
     def nothing_to_do(self) -> bool:
-        return not self.changed and self.service_action is None
+        return not self.changed and self.service_action is None and not self.unit_actions
 
 
 @dataclass
@@ -53,6 +58,7 @@ class RollbackReport:
     restored: list[str] = field(default_factory=list)
     service_action: str | None = None
     had_state: bool = True
+    unit_actions: list[str] = field(default_factory=list)
 
 
 def pending(plan: Plan, root: Root) -> list[FileDiff]:
@@ -85,13 +91,14 @@ class Transaction:
 
     def __init__(self, root: Root, profile: PlatformProfile, *, runner: Runner,
                  service: NamedService, health_check: Callable[[], Health],
-                 store: StateStore | None = None) -> None:
+                 store: StateStore | None = None, units: AgentUnits | None = None) -> None:
         self.root = root
         self.profile = profile
         self.runner = runner
         self.service = service
         self.health_check = health_check
         self.store = store or StateStore(root)
+        self.units = units or NoUnits(runner)
 
     # --- recovery -------------------------------------------------------------------------
 
@@ -120,41 +127,41 @@ class Transaction:
     # --- validation -----------------------------------------------------------------------
 
     def validate(self, files: Sequence[FileChange]) -> None:
-        """Check staged bind files with named-checkconf, in a copy of the config tree, before
-        anything is swapped in. Raises ValidationError with named-checkconf's first line."""
+        """Check the planned bind files with named-checkconf before anything is swapped in:
+        the main config and its includes are staged as plain files with the planned content
+        swapped in (`checkconf.py`; no tree copy, no chroot, so it also works inside the
+        repair unit's sandbox). Raises ValidationError with named-checkconf's first line."""
         to_check = [f for f in files if f.validator is Validator.NAMED_CHECKCONF]
         if not to_check:
             return
-        checkconf = shutil.which("named-checkconf") or self.profile.checkconf_binary
+        checkconf_bin = shutil.which("named-checkconf") or self.profile.checkconf_binary
+        planned = {f.path: f.content for f in to_check}
+        main_path = (self.profile.named_conf if self.root.exists(self.profile.named_conf)
+                     else to_check[0].path)
         # Staged outside the root, so a rejected config leaves no trace on the host.
-        stage = Path(tempfile.mkdtemp(prefix="dnscache-agent-checkconf-"))
+        stage_dir = Path(tempfile.mkdtemp(prefix="dnscache-agent-checkconf-"))
         try:
-            staged = Root(stage)
-            for path in checkconf_context(self.profile):
-                src = self.root.path(path)
-                dst = staged.path(path)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                if src.is_dir():
-                    shutil.copytree(src, dst, symlinks=True)
-                elif src.exists():
-                    shutil.copy2(src, dst)
-            staged.path(self.profile.working_directory).mkdir(parents=True, exist_ok=True)
-            for f in to_check:
-                dst = staged.path(f.path)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                dst.write_bytes(f.content)
-            main = staged.path(self.profile.named_conf)
-            argv = ([checkconf, "-t", str(stage), self.profile.named_conf] if main.exists()
-                    else [checkconf, str(staged.path(to_check[0].path))])
-            result = self.runner.run(argv, timeout=30)
+            def existing_directory(path: str) -> str:
+                host = self.root.path(path)
+                return str(host) if host.is_dir() else str(stage_dir)
+
+            config = checkconf.staged_config(
+                main_path, lambda p: planned.get(p, self.root.read_bytes(p)),
+                working_directory=self.profile.working_directory,
+                existing_directory=existing_directory,
+                host_path=lambda p: str(self.root.path(p)))
+            main = checkconf.stage(config, stage_dir)
+            result = self.runner.run([checkconf_bin, str(main)], timeout=30)
             if result.returncode == 127:
-                raise ValidationError(f"{checkconf}: not found; install {self.profile.package} "
-                                      "(or bind9-utils) to validate the config")
+                raise ValidationError(f"{checkconf_bin}: not found; install "
+                                      f"{self.profile.package} (or bind9-utils) to validate "
+                                      "the config")
             if not result.ok:
+                first = config.host_message(result.first_error_line(), stage_dir)
                 raise ValidationError(f"{to_check[0].path}: named-checkconf rejected the "
-                                      f"rendered config: {result.first_error_line()}")
+                                      f"rendered config: {first}")
         finally:
-            shutil.rmtree(stage, ignore_errors=True)
+            shutil.rmtree(stage_dir, ignore_errors=True)
 
     # --- apply ----------------------------------------------------------------------------
 
@@ -170,6 +177,14 @@ class Transaction:
             meta = hostfs.FileMeta(change.mode, 0, self._gid(change.group))
         hostfs.atomic_write(host, change.content, meta)
         log.info("wrote %s (checkpoint %s)", change.path, journal.dir)
+
+    def _link(self, change: LinkChange) -> None:
+        self.store.journal.register(change.path)
+        self.store.original.register(change.path)
+        host = self.root.path(change.path)
+        host.parent.mkdir(parents=True, exist_ok=True)
+        hostfs.atomic_symlink(host, change.target)
+        log.info("linked %s -> %s", change.path, change.target)
 
     def _gid(self, group: str | None) -> int:
         if not group:
@@ -200,32 +215,42 @@ class Transaction:
 
     def apply(self, plan: Plan) -> ApplyReport:
         """Make the host match `plan`. Raises ValidationError (nothing touched) or ApplyError
-        (everything restored)."""
+        (everything restored).
+
+        Order, so no step costs a lookup: bind's files, then named is reloaded (started the
+        first time) and must answer; only then does the resolver wiring point at it; the
+        agent's own units come last (they watch the result)."""
         report = ApplyReport(recovered=self.recover())
         if not plan.bind_installed:
             raise ApplyError(f"{self.profile.named_binary}: {self.profile.package} is not "
                              "installed; rerun with --install-packages to install it")
         changes = {d.path for d in pending(plan, self.root)}
-        bind_files = [f for f in plan.files if f.owner == "bind" and f.path in changes]
-        resolver_files = [f for f in plan.files if f.owner != "bind" and f.path in changes]
+        bind_files = [f for f in plan.bind_files() if f.path in changes]
+        resolver_files = [f for f in plan.resolver_files() if f.path in changes]
+        unit_files = [f for f in plan.unit_files() if f.path in changes]
+        links = [lk for lk in plan.links if self.root.readlink(lk.path) != lk.target]
+        # A plan without bind's files (install-service's units only) leaves named alone.
+        manages_named = bool(plan.bind_files())
         was_active = self.service.is_active()
-        if not changes and (was_active or not self.root.is_live):
-            if self.root.is_live:
+        start_units = self._units_to_start(plan)
+        if not changes and not links and not start_units and (
+                was_active or not manages_named or not self.root.is_live):
+            if self.root.is_live and manages_named:
                 report.health = self.health_check()
             return report
         self.validate(bind_files)
         original = self.store.original
         # Recorded before any host file is touched, so recovery after a kill knows them too.
-        self.store.journal.set_meta("new_in_original",
-                                    sorted(p for p in changes if not original.has(p)))
-        if "named_was_active" not in original.meta:
-            original.set_meta("named_was_active", was_active)
+        self.store.journal.set_meta(
+            "new_in_original",
+            sorted(p for p in changes | {lk.path for lk in links} if not original.has(p)))
+        self._record_for_rollback(plan, was_active)
         with trap_signals():
             try:
                 for f in bind_files:
                     self._write(f)
                     report.changed.append(f.path)
-                if self.root.is_live and (bind_files or not was_active):
+                if self.root.is_live and manages_named and (bind_files or not was_active):
                     # A resolv.conf-only repair (a DHCP renew undid it) needs no reload.
                     report.service_action = self.service.reload_or_start()
                     self.service.enable()
@@ -237,12 +262,59 @@ class Transaction:
                     self._run_commands(plan.activate)
                     if self.root.is_live:
                         report.health = self._check_health("after rewiring the resolver")
+                for f in unit_files:
+                    self._write(f)
+                    report.changed.append(f.path)
+                for lk in links:
+                    self._link(lk)
+                    report.changed.append(lk.path)
+                report.unit_actions = self._start_units(plan, bool(unit_files or links),
+                                                        start_units)
             except BaseException as exc:
                 restored = self._undo(plan, was_active)
                 reason = str(exc) or type(exc).__name__
                 raise ApplyError(f"{reason}; rolled back {len(restored)} file(s)") from exc
         self.store.journal.discard()
         return report
+
+    def _record_for_rollback(self, plan: Plan, was_active: bool) -> None:
+        """What rollback needs besides the files, so it works from the checkpoint alone (even
+        when agent.toml is gone or invalid): named's state before the agent, the resolver
+        manager's activation commands, and the agent units to stop."""
+        original = self.store.original
+        if "named_was_active" not in original.meta and plan.bind_files():
+            original.set_meta("named_was_active", was_active)
+        activate = [{"argv": list(c.argv), "optional": c.optional} for c in plan.activate]
+        if original.meta.get("activate") != activate:
+            original.set_meta("activate", activate)
+        if plan.service is not None:
+            known = list(original.meta.get("units") or [])
+            units = known + [u for u in plan.service.units if u not in known]
+            if units != known:
+                original.set_meta("units", units)
+
+    def _units_to_start(self, plan: Plan) -> list[str]:
+        """install-service's `enable --now`: the agent units not running yet."""
+        if plan.service is None or not plan.service.start or not self.root.is_live:
+            return []
+        return [u for u in plan.service.units if not self.units.is_active(u)]
+
+    def _start_units(self, plan: Plan, changed: bool, start: list[str]) -> list[str]:
+        if plan.service is None or not self.root.is_live:
+            return []
+        done = []
+        if changed:
+            self.units.daemon_reload()
+            done.append("ran systemctl daemon-reload")
+            main = plan.service.main
+            if main not in start and self.units.is_active(main):
+                # The running daemon must not stay on its old unit.
+                self.units.restart(main)
+                done.append(f"restarted {main}")
+        if start:
+            self.units.enable_now(start)
+            done.append(f"enabled and started {' '.join(start)}")
+        return done
 
     def _undo(self, plan: Plan, was_active: bool) -> list[str]:
         journal = self.store.journal
@@ -252,11 +324,17 @@ class Transaction:
         self._forget_new(journal)
         try:
             if self.root.is_live:
-                if was_active:
+                if not plan.bind_files():
+                    pass  # named was never touched
+                elif was_active:
                     self.service.reload_or_start()
                 else:
                     self.service.stop()
-                self._run_commands(plan.activate)
+                if plan.resolver_files():
+                    self._run_commands(plan.activate)
+                if any(self.root.path(p).parent.name.endswith(".wants") or
+                       p.startswith("/etc/systemd/system/") for p in restored):
+                    self.units.daemon_reload()
         finally:
             journal.discard()
         return restored
@@ -264,16 +342,33 @@ class Transaction:
     # --- rollback -------------------------------------------------------------------------
 
     def rollback(self, activate: Sequence[Command] = ()) -> RollbackReport:
-        """Restore the pre-agent state: every file the agent ever touched, and named's
-        running state."""
+        """Restore the pre-agent state from the checkpoint alone: stop and disable the agent's
+        units first (so nothing repairs the host behind the rollback), put every file back
+        (the resolver wiring before bind's config, so stubs leave the cache before it
+        changes), tell the resolver manager, then return named to its pre-agent state.
+        `activate` is used only for checkpoints older than the recorded commands."""
+        original = self.store.original
+        report = RollbackReport()
+        if self.root.is_live and original.exists:
+            units = [str(u) for u in original.meta.get("units") or []]
+            if units:
+                report.unit_actions = self.units.disable_now(
+                    list(reversed(units)) + [REPAIR_SERVICE])
         recovered = self.recover()
         original = self.store.original
         if not original.exists:
-            return RollbackReport(restored=recovered, had_state=bool(recovered))
-        report = RollbackReport(restored=list(dict.fromkeys(recovered + original.restore())))
+            report.restored = recovered
+            report.had_state = bool(recovered)
+            return report
+        recorded = original.meta.get("activate")
+        commands = (tuple(Command(tuple(c["argv"]), bool(c.get("optional")))
+                          for c in recorded) if isinstance(recorded, list) else tuple(activate))
+        report.restored = list(dict.fromkeys(recovered + original.restore()))
         for path in report.restored:
             log.info("restored %s to its pre-agent content", path)
-        self._run_commands(activate)
+        if self.root.is_live and original.meta.get("units"):
+            self.units.daemon_reload()
+        self._run_commands(commands)
         if self.root.is_live:
             if original.meta.get("named_was_active"):
                 report.service_action = self.service.reload_or_start()

@@ -7,6 +7,14 @@ from dataclasses import dataclass
 
 MIB = 1024 * 1024
 
+#: What an image built with `--root` is tuned for: the build host is not the instance, and the
+#: instance type is not known yet, so the image gets the smallest instance's numbers (a 512 MiB
+#: t4g.nano: 32 MiB of cache, 1000 recursive clients), which are safe on any instance. The
+#: first boot's plan derives from the real CPUs and memory, and the repair applies it.
+#: Settings that fix `max_cache_size_mb` / `recursive_clients` win here as everywhere.
+FIRST_BOOT_CPUS = 1
+FIRST_BOOT_MEMORY_BYTES = 512 * MIB
+
 
 @dataclass(frozen=True)
 class Tuning:

@@ -10,10 +10,11 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
-from . import resolv_conf, resolvers
+from . import hostfs, resolv_conf, resolvers
+from .checkpoint import Entry, StateStore
 from .health import CACHE_ADDRESS, Health
 from .host_facts import Facts
-from .plan_model import Plan
+from .plan_model import FileChange, Plan
 from .rootfs import Root
 from .settings import AMAZON_DNS_V4, AMAZON_DNS_V6, Settings
 
@@ -87,6 +88,90 @@ def check_files(plan: Plan, root: Root, regenerated: frozenset[str] = frozenset(
         else:
             line, what = first_difference(live, f.content)
             out.append(Check(f"file {f.path}", False, f"drift: {what}", f.path, line or None))
+    return out
+
+
+# --- mode and owner of the files the plan writes ----------------------------------------------
+
+@dataclass(frozen=True)
+class ExpectedMeta:
+    """What `verify` expects of a file's mode and owner, and why. `mode`/`uid`/`gid` None:
+    only the floor applies (never writable by everyone)."""
+
+    mode: int | None
+    uid: int | None
+    gid: int | None
+    source: str
+
+
+def expected_meta(change: FileChange, recorded: Entry | None, *, regenerated: bool,
+                  planned_gid: int) -> ExpectedMeta:
+    """The mode and owner a file the plan writes must have (pure).
+
+    - A file the agent created (no file there before: the checkpoint says it did not exist,
+      or was a symlink the agent replaced) gets the plan's mode, root as owner and the plan's
+      group: that is what the transaction writes.
+    - A file that existed keeps its mode and owner (the transaction never changes them), so
+      the expectation is what `original/` recorded before the agent first touched it, minus
+      the world-write bit.
+    - A file the resolver manager regenerates, or one the agent has no record of (not applied
+      yet, or the state was moved aside): only the floor.
+    The floor, always: no file the agent owns may be world-writable (`chmod 666
+    /etc/resolv.conf` lets any local user steer every lookup).
+    """
+    if regenerated:
+        return ExpectedMeta(None, None, None, "rewritten by the resolver manager")
+    if recorded is None:
+        return ExpectedMeta(None, None, None, "no checkpoint record")
+    if recorded.existed and recorded.symlink is None:
+        return ExpectedMeta(recorded.mode & ~0o002, recorded.uid, recorded.gid,
+                            "as before the agent, from its checkpoint")
+    return ExpectedMeta(change.mode, 0, planned_gid, "as the plan creates it")
+
+
+def judge_meta(path: str, live: hostfs.FileMeta, expected: ExpectedMeta) -> Check:
+    """One check of a file's mode and owner against `expected` (pure)."""
+    name = f"mode {path}"
+    want_mode = expected.mode
+    if want_mode is None and live.mode & 0o002:
+        want_mode = live.mode & ~0o002
+    wrong_mode = want_mode is not None and live.mode != want_mode
+    wrong_owner = (expected.uid is not None and expected.gid is not None
+                   and (live.uid, live.gid) != (expected.uid, expected.gid))
+    have = f"mode {live.mode:04o} owner {live.uid}:{live.gid}"
+    if not wrong_mode and not wrong_owner:
+        return Check(name, True, f"{have} ({expected.source})", path)
+    problems = []
+    fixes = []
+    if wrong_mode:
+        assert want_mode is not None
+        why = ", world-writable: any local user could rewrite it" if live.mode & 0o002 else ""
+        problems.append(f"mode {live.mode:04o}, expected {want_mode:04o}{why}")
+        fixes.append(f"chmod {want_mode:04o} {path}")
+    if wrong_owner:
+        problems.append(f"owner {live.uid}:{live.gid}, expected {expected.uid}:{expected.gid}")
+        fixes.append(f"chown {expected.uid}:{expected.gid} {path}")
+    return Check(name, False, f"{'; '.join(problems)} ({expected.source})", path, None,
+                 " && ".join(fixes))
+
+
+def check_modes(plan: Plan, root: Root, store: StateStore,
+                regenerated: frozenset[str] = frozenset()) -> list[Check]:
+    """Mode and owner of every file the plan writes that is on the host (a missing file is
+    the byte check's finding). Raises StateError when the checkpoint is damaged."""
+    original = store.original
+    out = []
+    for f in plan.files:
+        try:
+            live = hostfs.meta_of(root.resolve(f.path))
+        except OSError:
+            live = None
+        if live is None:
+            continue
+        expected = expected_meta(f, original.entries.get(f.path),
+                                 regenerated=f.path in regenerated,
+                                 planned_gid=hostfs.gid_for(f.group))
+        out.append(judge_meta(f.path, live, expected))
     return out
 
 
@@ -359,7 +444,9 @@ def verify(facts: Facts, settings: Settings, plan: Plan, root: Root, *,
     non-loopback addresses probed for answers (configured forwarders are skipped)."""
     checks = [Check(BIND_INSTALLED, facts.bind.installed,
                     facts.bind.version_text or f"{facts.profile.named_binary} missing")]
-    checks += check_files(plan, root)
+    checks += check_files(plan, root, plan.regenerated)
+    checks += check_modes(plan, root, StateStore(root, settings.agent.state_dir),
+                          plan.regenerated)
     options = facts.profile.options_path
     checks.append(check_forwarders(root.read_text(options), settings.all_forwarders, options))
     checks.append(check_resolver(facts, settings, root))

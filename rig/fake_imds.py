@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
+from urllib.parse import quote
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,20 @@ class ImdsFacts:
     region: str = "us-east-1"
     availability_zone: str = "us-east-1a"
     interfaces: tuple[InterfaceFacts, ...] = (InterfaceFacts(),)
+    #: Instance tags exposed under tags/instance/ (EC2's InstanceMetadataTags=enabled);
+    #: empty means the option is off, so tags/instance/ answers 404 like on EC2.
+    tags: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> ImdsFacts:
         """Inverse of `dataclasses.asdict` (lists become tuples)."""
         raw: Any = data.get("interfaces", [])
         ifaces = tuple(InterfaceFacts(**_tuples(i)) for i in raw)
-        rest: dict[str, Any] = {k: v for k, v in data.items() if k != "interfaces"}
-        return cls(interfaces=ifaces, **rest)
+        raw_tags: Any = data.get("tags", [])
+        tags = tuple((str(k), str(v)) for k, v in raw_tags)
+        rest: dict[str, Any] = {k: v for k, v in data.items()
+                                if k not in ("interfaces", "tags")}
+        return cls(interfaces=ifaces, tags=tags, **rest)
 
 
 def _tuples(fields: dict[str, Any]) -> dict[str, Any]:
@@ -97,6 +104,9 @@ def metadata_tree(facts: ImdsFacts) -> dict[str, str]:
         }
         tree[base] = "\n".join(sorted(leaves))
         tree.update({base + k: v for k, v in leaves.items()})
+    if facts.tags:
+        tree["tags/instance/"] = "\n".join(k for k, _ in facts.tags)
+        tree.update({f"tags/instance/{quote(k, safe=':@+=._-')}": v for k, v in facts.tags})
     tree[""] = "\n".join(sorted({k.split("/")[0] + ("/" if "/" in k else "")
                                  for k in tree if k}))
     return tree

@@ -14,7 +14,9 @@ Processes run in the instance namespace through `ip netns exec`, which bind-moun
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
+import os
 import math
 import shutil
 import subprocess
@@ -40,6 +42,10 @@ DEFAULT_RESOLV_CONF = "nameserver 169.254.169.253\nsearch ec2.internal\n"
 NETNS_ETC = Path("/etc/netns")
 HOST_ETC_BIND = Path("/etc/bind")
 OVERLAID_ETC_DIRS = ("dhcp", "default", "systemd", "NetworkManager", "netplan", "resolvconf")
+# One simulated VPC at a time on this machine: the cache under test uses the host's /run/named
+# (pid file, lock) and /var/cache/bind, so two rigs would stop each other's named. Processes
+# building a rig wait here for the one before to close.
+RIG_LOCK = Path(os.environ.get("DNSCACHE_RIG_LOCK", "/run/lock/dnscache-agent-rig.lock"))
 # Directory holding the `rig` package, so `python -m rig.fake_imds` works in a namespace.
 _RIG_PARENT = Path(__file__).resolve().parent.parent
 
@@ -101,6 +107,23 @@ class OverlayProbe:
     bind_dir_rename_ok: bool
 
 
+def _acquire_rig_lock(timeout: float = 1800.0) -> int:
+    """An exclusive flock on RIG_LOCK, waited for up to `timeout` seconds."""
+    RIG_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(RIG_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise netns.RigError(f"{RIG_LOCK}: another simulated VPC held it for "
+                                     f"{timeout:.0f}s") from None
+            time.sleep(0.2)
+
+
 class SimulatedVpc:
     """A running simulated VPC. Build with `SimulatedVpc.create(...)`, use as a context manager."""
 
@@ -125,6 +148,7 @@ class SimulatedVpc:
         self._namespaces: list[str] = []
         self._blackholed = False
         self._closed = False
+        self._lock_fd: int | None = None
 
     # ----------------------------------------------------------------- lifecycle
     @classmethod
@@ -142,6 +166,7 @@ class SimulatedVpc:
         Raises netns.RigError on any failed step, after undoing what was done.
         """
         addresses = addresses or VpcAddresses()
+        lock = _acquire_rig_lock()
         token = netns.unique_name(name_prefix, "x").split("-")[-2]
         instance_ns = netns.unique_name(name_prefix, "inst", token=token)
         vpc_ns = netns.unique_name(name_prefix, "vpc", token=token)
@@ -150,6 +175,7 @@ class SimulatedVpc:
         vpc = cls(instance_ns, vpc_ns, workdir, addresses=addresses, limit_pps=limit_pps,
                   zone=zone or ZoneSpec(), netns_etc=netns_etc,
                   search_zone=search_zone or SearchZoneSpec(instance_ip=addresses.instance_ip))
+        vpc._lock_fd = lock
         try:
             vpc._build_network()
             vpc._build_etc(resolv_conf, host_etc_bind if copy_etc_bind else None)
@@ -211,6 +237,9 @@ class SimulatedVpc:
             step(f"remove {self._netns_etc}", _rmdir_if_empty, self._netns_etc)
         step(f"remove {self.workdir}", shutil.rmtree, self.workdir)
         log.info("simulated VPC %s / %s removed", self.instance_ns, self.vpc_ns)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock for the next rig
+            self._lock_fd = None
         if errors:
             raise netns.RigError("simulated VPC cleanup: " + "; ".join(errors))
 

@@ -3,6 +3,11 @@
 * Aggregation: each catalogue metric with a CloudWatch name becomes one datum per period
   (SampleCount/Sum/Minimum/Maximum), so Maximum is the minute's peak second.
 * Dimensions: `InstanceId`, plus `Interface` for per-interface metrics (budget and ENA).
+* What is sent (`Selection`, issue 13): CloudWatch bills per distinct series, so per instance
+  only the catalogue's `default` set plus `[metrics] cloudwatch_include`; fleet aggregates with
+  `Fleet` as the only dimension (every host's StatisticSet lands in the same series, which
+  CloudWatch merges); and the full per-instance detail for the periods during which an
+  interface's headroom was under the warning threshold (`TroubleDetector`, with hysteresis).
 * Sending: once a minute, at a random offset (jitter) after the minute ends, so a fleet does
   not call the API in the same second.
 * Limits are checked here, not left to the service: the local emulator (moto) accepts what AWS
@@ -30,7 +35,18 @@ from typing import Any, Callable
 from urllib.parse import urlencode
 
 from ..errors import ConfigError, DnscacheError
-from ..stats.catalogue import BY_KEY, CATALOGUE, HOST, Metric, Sample
+from ..settings import MetricsSettings
+from ..stats.budget import DEFAULT_HYSTERESIS_PCT, DEFAULT_WARN_HEADROOM_PCT
+from ..stats.catalogue import (
+    BY_KEY,
+    CATALOGUE,
+    DEFAULT,
+    FLEET,
+    HOST,
+    OPT_IN,
+    Metric,
+    Sample,
+)
 
 log = logging.getLogger(__name__)
 
@@ -202,21 +218,131 @@ def make_batches(namespace: str, data: Iterable[Datum], *,
     return batches
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Which catalogue metrics are sent, and with which dimensions (issue 13). Pure.
+
+    * `always`: per instance (`InstanceId`, plus `Interface`), every period.
+    * `on_trouble`: per instance, only in periods during which the `TroubleDetector` was on.
+    * `fleet`: once per fleet, with `Fleet` as the only dimension, every period, when
+      `fleet_name` is set. Every host sends its StatisticSet under the same dimensions and
+      CloudWatch merges them, so these cost the same for 10 or 10,000 hosts.
+    """
+
+    always: frozenset[str]
+    on_trouble: frozenset[str] = frozenset()
+    fleet: frozenset[str] = frozenset()
+    fleet_name: str | None = None
+
+    @classmethod
+    def from_settings(cls, include: Iterable[str] = (), fleet_name: str | None = None, *,
+                      metrics: Sequence[Metric] = CATALOGUE) -> Selection:
+        """The catalogue's `default` set plus `include` always; every other CloudWatch metric
+        not marked opt-in while in trouble; the `fleet` set when `fleet_name` is given.
+        Raises ConfigError for a name that is not a CloudWatch metric of the catalogue."""
+        cw = {m.key: m for m in metrics if m.cloudwatch_name}
+        unknown = [k for k in include if k not in cw]
+        if unknown:
+            raise ConfigError(f"metrics.cloudwatch_include: unknown CloudWatch metric "
+                              f"{unknown[0]!r}")
+        always = {k for k, m in cw.items() if DEFAULT in m.cloudwatch_send} | set(include)
+        trouble = {k for k, m in cw.items() if OPT_IN not in m.cloudwatch_send} - always
+        fleet = {k for k, m in cw.items() if FLEET in m.cloudwatch_send} if fleet_name else set()
+        return cls(frozenset(always), frozenset(trouble), frozenset(fleet), fleet_name or None)
+
+    @classmethod
+    def everything(cls, *, metrics: Sequence[Metric] = CATALOGUE) -> Selection:
+        """Every CloudWatch metric per instance, always (the agent's behaviour before the
+        default set; what `cloudwatch_include` naming every metric gives)."""
+        return cls(frozenset(m.key for m in metrics if m.cloudwatch_name))
+
+
+#: Detail stays on until the headroom has been back above warn + hysteresis this long.
+DEFAULT_TROUBLE_HOLD_SECONDS = 120.0
+
+
+class TroubleDetector:
+    """Decides, one sample at a time, whether the instance is "in trouble": some interface's
+    budget headroom is under `warn_pct`. Hysteresis keeps a budget hovering at the threshold
+    from flapping the detail on and off: an interface leaves trouble only after its headroom
+    has stayed at or above `warn_pct + hysteresis_pct` for `hold_seconds` (sample time)."""
+
+    def __init__(self, warn_pct: float = DEFAULT_WARN_HEADROOM_PCT, *,
+                 hysteresis_pct: float = DEFAULT_HYSTERESIS_PCT,
+                 hold_seconds: float = DEFAULT_TROUBLE_HOLD_SECONDS) -> None:
+        if hysteresis_pct < 0 or hold_seconds < 0:
+            raise ConfigError("trouble detector: hysteresis and hold time must be >= 0")
+        self.warn_pct = warn_pct
+        self.recover_pct = warn_pct + hysteresis_pct
+        self.hold_seconds = hold_seconds
+        self._troubled: dict[str, float | None] = {}  # interface -> recovering since
+
+    @property
+    def active(self) -> bool:
+        return bool(self._troubled)
+
+    @property
+    def interfaces(self) -> tuple[str, ...]:
+        return tuple(sorted(self._troubled))
+
+    def update(self, sample: Sample) -> bool:
+        """Feed one sample; returns whether detail is on for it. Interfaces without a
+        headroom figure this second keep their state."""
+        for iface, values in sample.interfaces.items():
+            ratio = values.get("budget_headroom")
+            if ratio is None or not math.isfinite(ratio):
+                continue
+            pct = ratio * 100.0
+            if iface not in self._troubled:
+                if pct < self.warn_pct:
+                    self._troubled[iface] = None
+                    log.info("CloudWatch: %s headroom %.0f%% under %.0f%%: sending full "
+                             "per-instance detail", iface, pct, self.warn_pct)
+                continue
+            if pct < self.recover_pct:
+                self._troubled[iface] = None
+                continue
+            since = self._troubled[iface]
+            if since is None:
+                self._troubled[iface] = since = sample.timestamp
+            if sample.timestamp - since >= self.hold_seconds:
+                del self._troubled[iface]
+                log.info("CloudWatch: %s headroom back above %.0f%% for %.0fs: detail off",
+                         iface, self.recover_pct, self.hold_seconds)
+        return self.active
+
+
+_Key = tuple[str, tuple[tuple[str, str], ...], float]
+
+
 class MinuteAggregator:
     """Folds one-second `Sample`s into per-period StatisticSets keyed by metric, dimensions and
-    period start. Only metrics with a CloudWatch name are kept."""
+    period start. Only metrics with a CloudWatch name are kept; `selection` decides which are
+    sent per instance (always or in trouble) and which per fleet. Without a selection every
+    metric is sent per instance, always."""
 
     def __init__(self, instance_id: str, *, period: int = 60, high_resolution: bool = False,
-                 metrics: Sequence[Metric] = CATALOGUE) -> None:
+                 metrics: Sequence[Metric] = CATALOGUE, selection: Selection | None = None,
+                 trouble: TroubleDetector | None = None) -> None:
         if period <= 0 or 60 % period:
             raise ConfigError(f"CloudWatch aggregation period {period}: must divide 60")
         self.instance_id = instance_id
         self.period = period
         self.resolution = 1 if high_resolution else 60
-        self.metrics = [m for m in metrics if m.cloudwatch_name]
-        self._acc: dict[tuple[str, tuple[tuple[str, str], ...], float], list[float]] = {}
+        self.selection = selection or Selection.everything(metrics=metrics)
+        self.trouble = trouble or TroubleDetector()
+        sel = self.selection
+        self.metrics = [m for m in metrics if m.cloudwatch_name
+                        and m.key in sel.always | sel.on_trouble]
+        self.fleet_metrics = ([m for m in metrics if m.cloudwatch_name and m.key in sel.fleet]
+                              if sel.fleet_name else [])
+        self._acc: dict[_Key, list[float]] = {}
         self._units: dict[str, str] = {m.cloudwatch_name or "": m.cloudwatch_unit
-                                       for m in self.metrics}
+                                       for m in metrics if m.cloudwatch_name}
+        self._key_of: dict[str, str] = {m.cloudwatch_name or "": m.key
+                                        for m in metrics if m.cloudwatch_name}
+        #: Period starts during which the trouble detector was on (full detail sent).
+        self._detailed: set[float] = set()
 
     def _add(self, name: str, dims: tuple[tuple[str, str], ...], start: float,
              value: float) -> None:
@@ -230,21 +356,34 @@ class MinuteAggregator:
             acc[2] = min(acc[2], value)
             acc[3] = max(acc[3], value)
 
-    def add(self, sample: Sample) -> None:
-        start = sample.timestamp - (sample.timestamp % self.period)
-        host_dims = (("InstanceId", self.instance_id),)
-        for m in self.metrics:
+    def _fold(self, metrics: Sequence[Metric], sample: Sample, start: float,
+              dims: tuple[tuple[str, str], ...], per_interface: bool) -> None:
+        for m in metrics:
             name = m.cloudwatch_name or ""
             if m.scope == HOST:
                 value = sample.host.get(m.key)
                 if value is not None and math.isfinite(value):
-                    self._add(name, host_dims, start, value * m.cloudwatch_scale)
+                    self._add(name, dims, start, value * m.cloudwatch_scale)
                 continue
             for iface, values in sample.interfaces.items():
                 value = values.get(m.key)
                 if value is not None and math.isfinite(value):
-                    self._add(name, host_dims + (("Interface", iface),), start,
-                              value * m.cloudwatch_scale)
+                    self._add(name, dims + ((("Interface", iface),) if per_interface else ()),
+                              start, value * m.cloudwatch_scale)
+
+    def add(self, sample: Sample) -> None:
+        start = sample.timestamp - (sample.timestamp % self.period)
+        if self.trouble.update(sample):
+            self._detailed.add(start)
+        self._fold(self.metrics, sample, start, (("InstanceId", self.instance_id),), True)
+        if self.fleet_metrics and self.selection.fleet_name:
+            # One series per fleet: interfaces fold together, CloudWatch merges the hosts.
+            self._fold(self.fleet_metrics, sample, start,
+                       (("Fleet", self.selection.fleet_name),), False)
+
+    def detailed(self, start: float) -> bool:
+        """Whether the period starting at `start` had trouble (so sends full detail)."""
+        return start in self._detailed
 
     def pop_complete(self, now: float) -> list[Datum]:
         """Datums for periods that ended at or before `now`, oldest first."""
@@ -253,14 +392,23 @@ class MinuteAggregator:
     def pop_all(self) -> list[Datum]:
         return self._pop(lambda start: True)
 
+    def _wanted(self, name: str, dims: tuple[tuple[str, str], ...], start: float) -> bool:
+        if dims and dims[0][0] == "Fleet":
+            return True
+        key = self._key_of[name]
+        return key in self.selection.always or (key in self.selection.on_trouble
+                                                and start in self._detailed)
+
     def _pop(self, done: Callable[[float], bool]) -> list[Datum]:
         keys = sorted((k for k in self._acc if done(k[2])), key=lambda k: (k[2], k[0], k[1]))
         out = []
         for key in keys:
             count, total, lo, hi = self._acc.pop(key)
             name, dims, start = key
-            out.append(Datum(name, dims, start, self._units[name], count, total, lo, hi,
-                             self.resolution))
+            if self._wanted(name, dims, start):
+                out.append(Datum(name, dims, start, self._units[name], count, total, lo, hi,
+                                 self.resolution))
+        self._detailed = {start for start in self._detailed if not done(start)}
         return out
 
 
@@ -311,6 +459,8 @@ class CloudWatchSink:
                  buffer_limit: int = 20_000, max_attempts: int = 5,
                  base_delay: float = 0.5, max_delay: float = 10.0,
                  jitter_seconds: float = 15.0,
+                 selection: Selection | None = None,
+                 trouble: TroubleDetector | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  random: Callable[[], float] = _random.random,
                  clock: Callable[[], float] = time.time) -> None:
@@ -322,7 +472,8 @@ class CloudWatchSink:
         self.client = client if client is not None else build_client(
             region=region, endpoint_url=endpoint_url)
         self.aggregator = MinuteAggregator(instance_id, period=period,
-                                           high_resolution=high_resolution)
+                                           high_resolution=high_resolution,
+                                           selection=selection, trouble=trouble)
         self.buffer: deque[Datum] = deque()
         self.buffer_limit = buffer_limit
         self.max_attempts = max_attempts
@@ -447,15 +598,47 @@ class CloudWatchSink:
         return "keep"  # pragma: no cover - loop always returns
 
 
-def create_headroom_alarm(client: Any, namespace: str, instance_id: str, interface: str, *,
-                          threshold_pct: float = 20.0, period: int = 60,
-                          evaluation_periods: int = 3, datapoints_to_alarm: int | None = None,
-                          alarm_actions: Sequence[str] = (), ok_actions: Sequence[str] = (),
-                          treat_missing_data: str = "missing",
-                          alarm_name: str | None = None) -> str:
-    """Put (create or update) an alarm on the minute's lowest budget headroom of one interface.
-    Returns the alarm name. Raises ConfigError for invalid arguments; API errors propagate as
-    botocore exceptions for the CLI to report."""
+def resolve_fleet(metrics: MetricsSettings,
+                  read_tag: Callable[[str], str | None] | None = None) -> str | None:
+    """The `Fleet` dimension value: `[metrics] fleet`, else the value of the instance tag
+    `[metrics] fleet_tag` read with `read_tag` (e.g. `ImdsClient.instance_tag`), else None
+    (no fleet aggregates). A tag that cannot be read or is not a valid dimension value is
+    logged once and gives None; this never raises."""
+    if metrics.fleet:
+        return metrics.fleet
+    if not metrics.fleet_tag:
+        return None
+    value = read_tag(metrics.fleet_tag) if read_tag is not None else None
+    if not value:
+        log.warning("CloudWatch: instance tag %r not readable from IMDS (tags exposed in "
+                    "instance metadata? InstanceMetadataTags=enabled): no fleet aggregates",
+                    metrics.fleet_tag)
+        return None
+    if len(value) > MAX_DIMENSION_VALUE_CHARS or not value.isprintable():
+        log.warning("CloudWatch: instance tag %r is not a valid dimension value: no fleet "
+                    "aggregates", metrics.fleet_tag)
+        return None
+    return value
+
+
+def build_cloudwatch_sink(metrics: MetricsSettings, instance_id: str, *, fleet: str | None,
+                          warn_headroom_pct: float = DEFAULT_WARN_HEADROOM_PCT,
+                          client: Any = None, clock: Callable[[], float] = time.time,
+                          **kwargs: Any) -> CloudWatchSink:
+    """The sink `[metrics]` asks for: the default set plus `cloudwatch_include` per instance,
+    full detail while an interface's headroom is under `warn_headroom_pct` (`[budget]`), and
+    fleet aggregates under `fleet` (from `resolve_fleet`). Raises ConfigError for bad
+    settings; boto3 may raise for a missing region or credentials (the caller logs those)."""
+    selection = Selection.from_settings(metrics.cloudwatch_include, fleet)
+    return CloudWatchSink(metrics.namespace, instance_id, client=client,
+                          region=metrics.region or None,
+                          endpoint_url=metrics.endpoint_url or None,
+                          high_resolution=metrics.high_resolution, selection=selection,
+                          trouble=TroubleDetector(warn_headroom_pct), clock=clock, **kwargs)
+
+
+def _check_alarm_args(namespace: str, threshold_pct: float, period: int,
+                      evaluation_periods: int, treat_missing_data: str) -> None:
     validate_namespace(namespace)
     if not 0 < threshold_pct <= 100:
         raise ConfigError(f"alarm threshold {threshold_pct}: must be in (0, 100]")
@@ -465,6 +648,60 @@ def create_headroom_alarm(client: Any, namespace: str, instance_id: str, interfa
         raise ConfigError("alarm evaluation periods must be >= 1")
     if treat_missing_data not in ("breaching", "notBreaching", "ignore", "missing"):
         raise ConfigError(f"treat_missing_data {treat_missing_data!r} is not valid")
+
+
+def create_fleet_headroom_alarm(client: Any, namespace: str, fleet: str, *,
+                                threshold_pct: float = 20.0, period: int = 60,
+                                evaluation_periods: int = 3,
+                                alarm_actions: Sequence[str] = (),
+                                ok_actions: Sequence[str] = (),
+                                alarm_name: str | None = None) -> str:
+    """Put an alarm on the fleet aggregate: the lowest one-second headroom of any interface of
+    any host in `fleet` (`BudgetHeadroom` Minimum, dimension `Fleet` only). One alarm for the
+    whole fleet, whatever its size. Returns the alarm name; ConfigError for bad arguments."""
+    _check_alarm_args(namespace, threshold_pct, period, evaluation_periods, "notBreaching")
+    if not fleet or len(fleet) > MAX_DIMENSION_VALUE_CHARS or not fleet.isprintable():
+        raise ConfigError(f"alarm fleet {fleet[:60]!r}: 1-1024 printable characters")
+    metric = BY_KEY["budget_headroom"]
+    name = alarm_name or f"dnscache-fleet-{fleet}-budget-headroom"
+    if len(name) > MAX_NAME_CHARS:
+        raise ConfigError(f"alarm name {name[:60]!r}...: longer than {MAX_NAME_CHARS}")
+    client.put_metric_alarm(
+        AlarmName=name,
+        AlarmDescription=(f"Some host of fleet {fleet[:200]} sends upstream DNS packets leaving "
+                          f"less than {threshold_pct:g}% of an interface's limit "
+                          "(dnscache-agent)"),
+        Namespace=namespace,
+        MetricName=metric.cloudwatch_name,
+        Dimensions=[{"Name": "Fleet", "Value": fleet}],
+        Statistic="Minimum",
+        Period=period,
+        EvaluationPeriods=evaluation_periods,
+        DatapointsToAlarm=evaluation_periods,
+        Threshold=float(threshold_pct),
+        ComparisonOperator="LessThanThreshold",
+        # No data means no host sent a minute: not a budget problem (hosts stop, fleets shrink).
+        TreatMissingData="notBreaching",
+        Unit=metric.cloudwatch_unit,
+        ActionsEnabled=bool(alarm_actions or ok_actions),
+        AlarmActions=list(alarm_actions),
+        OKActions=list(ok_actions),
+    )
+    log.info("CloudWatch alarm %s put on %s/%s Fleet=%s", name, namespace,
+             metric.cloudwatch_name, fleet)
+    return name
+
+
+def create_headroom_alarm(client: Any, namespace: str, instance_id: str, interface: str, *,
+                          threshold_pct: float = 20.0, period: int = 60,
+                          evaluation_periods: int = 3, datapoints_to_alarm: int | None = None,
+                          alarm_actions: Sequence[str] = (), ok_actions: Sequence[str] = (),
+                          treat_missing_data: str = "missing",
+                          alarm_name: str | None = None) -> str:
+    """Put (create or update) an alarm on the minute's lowest budget headroom of one interface.
+    Returns the alarm name. Raises ConfigError for invalid arguments; API errors propagate as
+    botocore exceptions for the CLI to report."""
+    _check_alarm_args(namespace, threshold_pct, period, evaluation_periods, treat_missing_data)
     metric = BY_KEY["budget_headroom"]
     name = alarm_name or f"dnscache-{instance_id}-{interface}-budget-headroom"
     client.put_metric_alarm(

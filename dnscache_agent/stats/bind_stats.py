@@ -5,23 +5,44 @@ Only the counters the agent reports are kept. A counter bind did not print is ze
 zero counters in JSON). Anything else that does not look like bind's output (wrong types,
 negative or absurd numbers, truncated documents, DTDs, deep nesting) raises `StatsParseError`
 and nothing else, so a hostile or broken statistics channel cannot crash the agent.
+
+Whatever listens on the statistics port may be any local user (before named binds it, or while
+it restarts), so parsing is bounded as well as checked:
+
+* XML goes through defusedxml with DTDs forbidden: the parser itself refuses a DOCTYPE or
+  entity declaration in any encoding (a byte regex missed UTF-16 without a BOM, and expat then
+  expanded the entities).
+* A payload is at most `MAX_PAYLOAD_BYTES`, and holds at most `MAX_TOKENS` structural bytes
+  (JSON `{ [ , :`, XML `< =`), counted on the raw bytes before parsing. Each parsed value, key,
+  element or attribute costs far more than its bytes (`{},` is 3 bytes of input and over 60 of
+  Python object; bare parsers peak at 20-60x the payload), so the count is what keeps the
+  parse's peak memory a small multiple of the payload. Both limits are measured by
+  `python -m bench.stats_parse_memory` (figures in docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Union
 
+import defusedxml.ElementTree as DefusedET
+from defusedxml import DefusedXmlException
+
 from ..errors import StatsParseError
 
 Payload = Union[bytes, str]
 
-#: Refuse payloads larger than this; a caching-only named prints about 25 kB of XML.
-MAX_PAYLOAD_BYTES = 32 * 1024 * 1024
+#: Refuse payloads larger than this. A caching-only named prints about 16 kB of JSON and 25 kB
+#: of XML (tests/fixtures/bind-stats); 1 MiB leaves room for many views and zones, and at the
+#: worst shape the parse stays within a few MiB (bench/stats_parse_memory.py).
+MAX_PAYLOAD_BYTES = 1024 * 1024
+#: Refuse payloads with more structural bytes than this: JSON `{ [ , :` (one per value, key or
+#: container) or XML `< =` (one per tag or attribute). bind 9.18's caching-only output has
+#: 1,317 (JSON) and 2,152 (XML) of them.
+MAX_TOKENS = 20_000
 #: bind's counters are 64-bit unsigned.
 _MAX_COUNTER = 2**64 - 1
 _MAX_TEXT = 128
@@ -34,7 +55,6 @@ RTT_LABELS: tuple[str, ...] = ("lt10ms", "10to100ms", "100to500ms", "500to800ms"
                                "800to1600ms", "ge1600ms")
 #: The view bind uses for its built-in CHAOS zones; never part of the resolver figures.
 _INTERNAL_VIEW = "_bind"
-_DOCTYPE_RE = re.compile(rb"<!(DOCTYPE|ENTITY|ELEMENT|ATTLIST)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -154,6 +174,7 @@ def parse(payload: Payload) -> BindSnapshot:
 def parse_json(payload: Payload) -> BindSnapshot:
     """Parse a `/json/v1` document. Raises StatsParseError on anything but bind's shape."""
     data = _as_bytes(payload)
+    _check_tokens(data, (b"{", b"[", b",", b":"), "JSON values")
     try:
         doc = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
     except StatsParseError:
@@ -186,15 +207,23 @@ def parse_json(payload: Payload) -> BindSnapshot:
 
 
 def parse_xml(payload: Payload) -> BindSnapshot:
-    """Parse a `/xml/v3` document. DTDs and entities are refused before parsing (bind never
-    sends them; they are how XML bombs work). Raises StatsParseError."""
+    """Parse a `/xml/v3` document. DTDs and entities are refused by the parser, in whatever
+    encoding the document declares or expat detects (bind never sends them; they are how XML
+    bombs work). Raises StatsParseError."""
     data = _as_bytes(payload)
-    if _DOCTYPE_RE.search(data):
-        raise StatsParseError("bind statistics XML: DTD or entity declarations are not allowed")
+    # Counted on bytes: in UTF-16 (which expat detects even without a BOM) each "<" and "="
+    # is still one such byte, next to a NUL.
+    _check_tokens(data, (b"<", b"="), "XML tags and attributes")
     try:
-        root = ET.fromstring(data)
+        root = DefusedET.fromstring(data, forbid_dtd=True, forbid_entities=True,
+                                    forbid_external=True)
+    except DefusedXmlException:
+        raise StatsParseError("bind statistics XML: DTD or entity declarations are not "
+                              "allowed") from None
     except (ET.ParseError, ValueError, RecursionError, LookupError) as exc:
         raise StatsParseError(f"bind statistics XML: {_short(exc)}") from None
+    if not isinstance(root, ET.Element):
+        raise StatsParseError("bind statistics XML: no document element")
     if root.tag != "statistics":
         raise StatsParseError(f"bind statistics XML: root element is <{_clip(root.tag)}>, "
                               "not <statistics>")
@@ -274,6 +303,13 @@ def _as_bytes(payload: Payload) -> bytes:
     if not payload.strip():
         raise StatsParseError("bind statistics: empty payload")
     return bytes(payload)
+
+
+def _check_tokens(data: bytes, tokens: tuple[bytes, ...], what: str) -> None:
+    """Refuse before parsing what would parse into too many objects (an upper bound: the
+    bytes inside strings count too)."""
+    if sum(data.count(t) for t in tokens) > MAX_TOKENS:
+        raise StatsParseError(f"bind statistics: more than {MAX_TOKENS} {what}")
 
 
 def _reject_constant(name: str) -> Any:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..pacer.stats_file import PacerStats
 from .bind_stats import RTT_BUCKETS, RTT_LABELS, BindSnapshot
 from .budget import BudgetStatus
 from .ena import EnaDelta
@@ -23,6 +24,17 @@ from .rates import TCP_EXTRA_PACKETS, Rates
 
 HOST = "host"
 INTERFACE = "interface"
+
+# When a CloudWatch metric is sent (issue 13: cost grows with distinct metrics, not datums).
+#: Per instance, always: the few series the alarms that matter need.
+DEFAULT = "default"
+#: Also once per fleet (dimension `Fleet` only) when `[metrics] fleet`/`fleet_tag` names one.
+FLEET = "fleet"
+#: Per instance only while an interface's headroom is under `[budget] warn_headroom_pct`.
+ON_TROUBLE = "on-trouble"
+#: Per instance only when named in `[metrics] cloudwatch_include`.
+OPT_IN = "opt-in"
+SEND_TAGS = (DEFAULT, FLEET, ON_TROUBLE, OPT_IN)
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,9 @@ class Metric:
     help: str = ""
     #: Table format: "rate", "ratio", "count".
     display: str = "rate"
+    #: When the CloudWatch sink sends it (`DEFAULT`, `FLEET`, `ON_TROUBLE`, `OPT_IN`); filled
+    #: from `CLOUDWATCH_SEND` for every metric with a CloudWatch name.
+    cloudwatch_send: tuple[str, ...] = ()
 
 
 def _rtt_metrics() -> tuple[Metric, ...]:
@@ -259,7 +274,106 @@ _BUDGET: tuple[Metric, ...] = (
            help="Connections that can still be tracked on this interface.", display="count"),
 )
 
-CATALOGUE: tuple[Metric, ...] = _BASE + _rtt_metrics() + _BUDGET + _ena_metrics()
+# --- the budget pacer (dnscache_agent/pacer/, read from its stats file) --------------------
+_PACER: tuple[Metric, ...] = (
+    Metric("pacer_packets_ps", "Pacer upstream packets", "packets/s", HOST,
+           "pacer stats file: UDP queries + 5 x TCP queries sent", "pacer.packets_ps",
+           "What the pacer sent to the resolver over its last second; it never exceeds "
+           "limit_pps less the margin. Near that ceiling with a growing queue: the host asks "
+           "more distinct names than the budget allows.",
+           "PacerUpstreamPackets", "Count/Second", 1.0,
+           "dnscache_pacer_upstream_packets_per_second",
+           help="Packets the pacer sent to the resolver per second (UDP + TCP)."),
+    Metric("pacer_packets_total", "Pacer upstream packets total", "packets", HOST,
+           "pacer stats file totals.packets", "pacer.packets_total",
+           "Running total since the pacer started; resets on restart.",
+           prometheus_name="dnscache_pacer_upstream_packets_total", prometheus_type="counter",
+           help="Packets the pacer sent to the resolver since it started.", display="count"),
+    Metric("pacer_tcp_packets_ps", "Pacer TCP packets", "packets/s", HOST,
+           "pacer stats file: 5 x TCP queries", "pacer.tcp_packets_ps",
+           "Truncated answers retried over TCP, charged 5 packets each; large answers "
+           "(TXT, DNSSEC) are expensive under the budget.",
+           "PacerTcpPackets", "Count/Second", 1.0, "dnscache_pacer_tcp_packets_per_second",
+           help="Packets the pacer spent on TCP queries per second."),
+    Metric("pacer_queue_depth", "Pacer queue depth", "questions", HOST,
+           "pacer stats file queue_depth", "pacer.queue_depth",
+           "Questions waiting for budget. Persistently above ~1000 means more than a second "
+           "of backlog: lookups wait and some are dropped (see Pacer questions dropped).",
+           "PacerQueueDepth", "Count", 1.0, "dnscache_pacer_queue_depth",
+           help="Questions waiting in the pacer's queue.", display="count"),
+    Metric("pacer_wait_p50_ms", "Pacer wait p50", "ms", HOST,
+           "pacer stats file wait_p50_ms (last second)", "pacer.wait_p50_ms",
+           "Median time a question waited for budget before it was sent.",
+           "PacerWaitP50", "Milliseconds", 1.0, "dnscache_pacer_wait_p50_milliseconds",
+           help="Median queue wait of questions sent in the last second, ms."),
+    Metric("pacer_wait_p99_ms", "Pacer wait p99", "ms", HOST,
+           "pacer stats file wait_p99_ms (last second)", "pacer.wait_p99_ms",
+           "Above ~1000 ms stub resolvers time out before their answer arrives: a cold burst "
+           "larger than the budget, or a workload of unique names.",
+           "PacerWaitP99", "Milliseconds", 1.0, "dnscache_pacer_wait_p99_milliseconds",
+           help="99th percentile queue wait of questions sent in the last second, ms."),
+    Metric("pacer_coalesced_ps", "Pacer questions coalesced", "queries/s", HOST,
+           "pacer stats file interval.coalesced", "pacer.coalesced_ps",
+           "Identical questions (named's retransmits, concurrent clients) answered by one "
+           "upstream packet: packets saved.",
+           "PacerCoalesced", "Count/Second", 1.0, "dnscache_pacer_coalesced_per_second",
+           help="Queries joined to an identical question already waiting, per second."),
+    Metric("pacer_expired_ps", "Pacer questions dropped", "queries/s", HOST,
+           "pacer stats file interval.expired", "pacer.expired_ps",
+           "Questions named stopped asking for before the budget allowed them out (its "
+           "fetch timed out): their clients failed or got stale data. Above 0 the offered "
+           "misses exceed the budget for seconds at a time.",
+           "PacerExpired", "Count/Second", 1.0, "dnscache_pacer_expired_per_second",
+           help="Questions dropped in the pacer's queue (given up) per second."),
+    Metric("pacer_answers_ps", "Pacer answers", "answers/s", HOST,
+           "pacer stats file interval.answers", "pacer.answers_ps",
+           "Upstream answers relayed to named; well below packets sent means timeouts.",
+           "PacerAnswers", "Count/Second", 1.0, "dnscache_pacer_answers_per_second",
+           help="Upstream answers the pacer relayed per second."),
+    Metric("pacer_upstream_timeouts_ps", "Pacer upstream timeouts", "queries/s", HOST,
+           "pacer stats file interval.upstream_timeouts", "pacer.upstream_timeouts_ps",
+           "Sent but unanswered within 1 s (then retransmitted within the budget): the "
+           "resolver is unreachable or something else on the host spends the budget "
+           "(check linklocal_allowance_exceeded).",
+           "PacerUpstreamTimeouts", "Count/Second", 1.0,
+           "dnscache_pacer_upstream_timeouts_per_second",
+           help="Pacer queries unanswered within their retry time, per second."),
+)
+# --- end of the budget pacer's metrics ------------------------------------------------------
+
+# --- when CloudWatch metrics are sent (issue 13) --------------------------------------------
+#: Per-instance defaults are the alarm inputs: headroom (alarm on Minimum), the peak second
+#: (Maximum), drops at the link-local limit, and lookups clients saw fail. Fleet aggregates
+#: add what a fleet dashboard shows. Every other CloudWatch metric is sent per instance while
+#: the instance is in trouble (full detail), unless listed as opt-in only. Anything can be
+#: sent always by naming it in `[metrics] cloudwatch_include`.
+CLOUDWATCH_SEND: dict[str, tuple[str, ...]] = {
+    "budget_headroom": (DEFAULT, FLEET),
+    "budget_pps": (DEFAULT, FLEET),
+    "ena_linklocal_allowance_exceeded": (DEFAULT, FLEET),
+    "client_servfail_ps": (DEFAULT, FLEET),
+    "client_qps": (ON_TROUBLE, FLEET),
+    "upstream_pps": (ON_TROUBLE, FLEET),
+    "cache_hit_ratio": (ON_TROUBLE, FLEET),
+    "upstream_timeouts_ps": (ON_TROUBLE, FLEET),
+    # Informational shapes: worth a metric each only when someone asks for them.
+    **{f"upstream_rtt_share_{label}": (OPT_IN,) for label in RTT_LABELS},
+    "ena_bw_in_allowance_exceeded": (OPT_IN,),
+    "ena_bw_out_allowance_exceeded": (OPT_IN,),
+    "ena_conntrack_allowance_exceeded": (OPT_IN,),
+    "ena_conntrack_allowance_available": (OPT_IN,),
+}
+
+
+def _with_send(metrics: tuple[Metric, ...]) -> tuple[Metric, ...]:
+    """Each CloudWatch metric with its `cloudwatch_send` (ON_TROUBLE unless listed)."""
+    return tuple(replace(m, cloudwatch_send=m.cloudwatch_send
+                         or CLOUDWATCH_SEND.get(m.key, (ON_TROUBLE,)))
+                 if m.cloudwatch_name else m for m in metrics)
+
+
+CATALOGUE: tuple[Metric, ...] = _with_send(
+    _BASE + _rtt_metrics() + _BUDGET + _ena_metrics() + _PACER)
 BY_KEY: dict[str, Metric] = {m.key: m for m in CATALOGUE}
 
 
@@ -298,9 +412,10 @@ def _resolve(obj: object, path: str) -> float | None:
 def build_sample(timestamp: float, *, rates: Rates | None = None,
                  snapshot: BindSnapshot | None = None,
                  budgets: Mapping[str, BudgetStatus] | None = None,
-                 ena: Mapping[str, EnaDelta] | None = None) -> Sample:
+                 ena: Mapping[str, EnaDelta] | None = None,
+                 pacer: PacerStats | None = None) -> Sample:
     """Flatten the stats objects into a `Sample` using each metric's getter."""
-    host_src = {"rates": rates, "snapshot": snapshot}
+    host_src = {"rates": rates, "snapshot": snapshot, "pacer": pacer}
     host: dict[str, float] = {}
     for m in CATALOGUE:
         if m.scope == HOST:
@@ -336,18 +451,27 @@ def render_markdown() -> str:
         "`InstanceId` and `Interface` (Prometheus label `interface`). CloudWatch receives "
         "one-minute StatisticSets of one-second samples: use Maximum for the peak second.",
         "",
-        "| Metric | Unit | Source counter | CloudWatch | Prometheus | What to do when it moves |",
-        "|---|---|---|---|---|---|",
+        "*Sent* says when a metric goes to CloudWatch: `default` per instance always; `fleet` "
+        "once per fleet with only the `Fleet` dimension (when `[metrics] fleet` or "
+        "`fleet_tag` names one); `on-trouble` per instance while an interface's headroom is "
+        "under `[budget] warn_headroom_pct`; `opt-in` only when named in `[metrics] "
+        "cloudwatch_include` (which sends any metric per instance always). See "
+        "[docs/cost.md](docs/cost.md).",
+        "",
+        "| Metric | Unit | Source counter | CloudWatch | Sent | Prometheus "
+        "| What to do when it moves |",
+        "|---|---|---|---|---|---|---|",
     ]
     for m in CATALOGUE:
         cw = f"`{m.cloudwatch_name}` ({m.cloudwatch_unit})" if m.cloudwatch_name else "-"
+        sent = ", ".join(m.cloudwatch_send) if m.cloudwatch_name else "-"
         if m.prometheus_name:
             labels = ",".join(f'{k}="{v}"' for k, v in m.prometheus_labels)
             prom = f"`{m.prometheus_name}{{{labels}}}`" if labels else f"`{m.prometheus_name}`"
         else:
             prom = "-"
         scope = " (per interface)" if m.scope == INTERFACE else ""
-        lines.append(f"| {m.title}{scope} | {m.unit} | {m.source} | {cw} | {prom} | "
+        lines.append(f"| {m.title}{scope} | {m.unit} | {m.source} | {cw} | {sent} | {prom} | "
                      f"{m.action.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
 

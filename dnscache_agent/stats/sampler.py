@@ -8,12 +8,16 @@ import logging
 import time
 from typing import Callable
 
+from ..pacer.stats_file import PacerStats, PacerStatsError
 from .bind_stats import BindSnapshot
 from .budget import BudgetEvent, BudgetTracker
 from .catalogue import Sample, build_sample
 from .collector import BindStatsCollector
 from .ena import EnaCounters, EnaDelta, EthtoolReader, OptionalEnaReader, ena_delta
 from .rates import Rates, compute_rates
+
+#: Reads the pacer's stats file: its latest figures, or None when it is not running.
+PacerReader = Callable[[], "PacerStats | None"]
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +28,11 @@ class Sampler:
     def __init__(self, collector: BindStatsCollector, ethtool: EthtoolReader | OptionalEnaReader,
                  budget: BudgetTracker, *, upstream_interface: str,
                  interfaces: tuple[str, ...], clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 pacer: PacerReader | None = None) -> None:
         self.collector = collector
+        self.pacer = pacer
+        self._pacer_error: str | None = None
         self.ethtool = ethtool
         self.budget = budget
         self.upstream_interface = upstream_interface
@@ -49,12 +56,32 @@ class Sampler:
         then, prev_snap, prev_ena = prev
         elapsed = max(now - then, 1e-3)
         rates = compute_rates(prev_snap, snap, elapsed)
-        self.events = self.budget.record(self.upstream_interface, rates.upstream_pps)
+        pacer = self._read_pacer()
+        # With the pacer running, named's upstream is the pacer on loopback: what leaves the
+        # interface is what the pacer sent.
+        upstream = rates.upstream_pps
+        if pacer is not None and pacer.packets_ps is not None:
+            upstream = pacer.packets_ps
+        self.events = self.budget.record(self.upstream_interface, upstream)
         deltas: dict[str, EnaDelta] = {
             name: ena_delta(prev_ena[name], ena[name], elapsed)
             for name in ena if name in prev_ena
         }
         self.last_rates = rates
         self.last = build_sample(self.clock(), rates=rates, snapshot=snap,
-                                 budgets=self.budget.statuses(), ena=deltas)
+                                 budgets=self.budget.statuses(), ena=deltas, pacer=pacer)
         return self.last
+
+    def _read_pacer(self) -> PacerStats | None:
+        """The pacer's figures; a bad stats file is logged once and treated as absent."""
+        if self.pacer is None:
+            return None
+        try:
+            stats = self.pacer()
+        except PacerStatsError as exc:
+            if str(exc) != self._pacer_error:
+                log.warning("%s", exc)
+                self._pacer_error = str(exc)
+            return None
+        self._pacer_error = None
+        return stats

@@ -83,6 +83,8 @@ endpoint_url = "{ENDPOINT}"
 region = "{REGION}"
 namespace = "{NAMESPACE}"
 high_resolution = true
+# beyond the default set (BudgetPackets is in it): what the read-back compares
+cloudwatch_include = ["ClientQueries", "UpstreamPackets"]
 """
 
 # Polls until moto answers any HTTP request (bounded by argv[2] seconds).

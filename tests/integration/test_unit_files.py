@@ -33,6 +33,8 @@ def _analyze(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def staged(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A root with the units installed by the real CLI, pointing at a real executable."""
     root = tmp_path_factory.mktemp("root")
+    (root / "etc").mkdir()
+    (root / "etc/os-release").write_text("ID=debian\nVERSION_ID=12\n")
     command = root / "opt/dnscache-agent/venv/bin/dnscache-agent"
     command.parent.mkdir(parents=True)
     command.write_text("#!/bin/sh\nexit 0\n")
@@ -43,9 +45,12 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
         env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr
-    assert f"installed /etc/systemd/system/{UNITS[0]}" in result.stdout
-    assert "enabled dnscache-agent.service (/etc/systemd/system/multi-user.target.wants)" \
+    assert f"changed /etc/systemd/system/{UNITS[0]}" in result.stdout
+    assert "changed /etc/systemd/system/multi-user.target.wants/dnscache-agent.service" \
         in result.stdout
+    # The units are checkpointed like any other file the agent writes (rollback removes them).
+    manifest = (root / "var/lib/dnscache-agent/original/manifest.json").read_text()
+    assert all(f"/etc/systemd/system/{name}" in manifest for name in UNITS)
     return root
 
 
@@ -64,7 +69,7 @@ def test_install_service_writes_the_units_and_the_wants_link(staged: Path) -> No
         capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
         env={**os.environ, "PYTHONPATH": str(REPO)})
     assert again.returncode == 0, again.stderr
-    assert "installed" not in again.stdout and "enabled" not in again.stdout, again.stdout
+    assert "changed" not in again.stdout and "nothing to do" in again.stdout, again.stdout
 
 
 def test_systemd_analyze_verify_prints_nothing(staged: Path) -> None:

@@ -72,6 +72,31 @@ def test_rollback_restores_the_staged_root(root: Path, capsys: pytest.CaptureFix
     assert snapshot(Root(root)) == before
 
 
+@pytest.mark.parametrize("damage", ["invalid", "gone"])
+def test_rollback_needs_only_the_checkpoint(root: Path, capsys: pytest.CaptureFixture[str],
+                                            caplog: pytest.LogCaptureFixture,
+                                            damage: str) -> None:
+    """agent.toml broken or removed after apply: rollback still restores everything (the
+    checkpoint holds all it needs), and says which settings it could not read."""
+    config = root / "etc/dnscache-agent/agent.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("[cache]\nmax_ncache_ttl = 120\n")
+    before = snapshot(Root(root))
+    apply_with_fakes(root)
+    if damage == "invalid":
+        config.write_text("[cache]\nforwarders = [\"1.2.3\"]\n")
+    else:
+        config.unlink()
+    code, out, err = run(capsys, "rollback", "--root", str(root))
+    assert code == 0, err
+    assert "restored /etc/resolv.conf" in out and "rolled back to the pre-agent state" in out
+    if damage == "invalid":
+        assert [r.getMessage().split(";")[0] for r in caplog.records] == [
+            f"{config}: cache.forwarders: '1.2.3' is not an IP address"]
+    config.write_text("[cache]\nmax_ncache_ttl = 120\n")  # the file is the user's
+    assert snapshot(Root(root)) == before
+
+
 def test_apply_without_bind_fails_cleanly(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = snapshot(Root(root), include_state=True)
     code, out, err = run(capsys, "apply", "--root", str(root))
@@ -125,7 +150,7 @@ BAD_SETTINGS = [
 
 @pytest.mark.parametrize(("text", "key"), BAD_SETTINGS)
 @pytest.mark.parametrize("where", ["--config", "in-root"])
-@pytest.mark.parametrize("command", ["plan", "apply", "rollback"])
+@pytest.mark.parametrize("command", ["plan", "apply"])
 def test_bad_settings(root: Path, capsys: pytest.CaptureFixture[str], text: str, key: str,
                       where: str, command: str) -> None:
     if where == "--config":

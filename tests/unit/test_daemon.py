@@ -12,15 +12,9 @@ from pathlib import Path
 import pytest
 
 from dnscache_agent.commands import Result
-from dnscache_agent.daemon import (
-    CloudWatchWorker,
-    Daemon,
-    HostPort,
-    LoopState,
-    Sink,
-    TriggerRepair,
-    format_status,
-)
+from dnscache_agent.daemon import Daemon, LoopState, format_status
+from dnscache_agent.host_port import HostPort, TriggerRepair
+from dnscache_agent.sinks.adapters import CloudWatchWorker, Sink
 from dnscache_agent.errors import ApplyError, ConfigError
 from dnscache_agent.health import Health
 from dnscache_agent.settings import MetricsSettings, Settings, from_mapping
@@ -384,3 +378,88 @@ def test_missing_ethtool_costs_the_ena_counters_not_the_sample(
             counters = tolerant.read_all(["eth0"])
     assert counters["eth0"].is_ena is False
     assert caplog.text.count("ENA counters for eth0 unavailable") == 1
+
+
+# --- issue 11/12: adopt the admin's settings, rollback is final, the loop survives steps ---
+
+
+class ChangingHost(FakeHost):
+    """A host whose settings file changes (an admin ran `apply` with new settings)."""
+
+    def __init__(self, clock: Clock, *, changed: list[bool], applied: list[bool] | None = None,
+                 source: str = "a.toml") -> None:
+        super().__init__(clock, source=source)
+        self.changed = changed
+        self.applied_script = applied
+
+    def settings_changed(self) -> bool:
+        return self.changed.pop(0) if self.changed else False
+
+    def applied(self) -> bool:
+        if self.applied_script is None:
+            return True
+        return self.applied_script.pop(0) if len(self.applied_script) > 1 else \
+            self.applied_script[0]
+
+
+def test_a_changed_settings_file_is_read_again_before_drift_is_judged() -> None:
+    """The repair must plan with the admin's new settings, not revert them."""
+    clock = Clock()
+    first = ChangingHost(clock, changed=[False, True], source="old.toml")
+    second = ChangingHost(clock, changed=[], source="new.toml")
+    second.drift_script = [[Check("file /etc/bind/named.conf.options", False, "drift")]]
+    hosts = [first, second]
+    daemon = Daemon(lambda: hosts.pop(0), notifier=Notes(), repairer=Repairs(),
+                    sinks_factory=lambda m, h: [], clock=clock, wait=clock.wait)
+    daemon.run(max_iterations=25)  # verify at t=0 and t=10 (verify_interval 10)
+    assert daemon.host is second
+    # The drift was judged (and repaired) by the host built from the new file only.
+    assert first.drift_calls and len(second.drift_calls) >= 1
+    assert first.drift_calls[-1][0] < second.drift_calls[0][0]
+
+
+def test_after_a_rollback_nothing_is_repaired(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    host = ChangingHost(clock, changed=[], applied=[True, False])
+    host.drift_script = [[Check("file /etc/resolv.conf", False, "drift")]] * 5
+    daemon, _, _, notes, _, repairs = make(host)
+    with caplog.at_level(logging.WARNING, logger="dnscache_agent"):
+        daemon.run(max_iterations=40)
+    assert repairs.calls == [1000.0]  # before the rollback only
+    assert daemon.state.rolled_back
+    assert "rolled back: not repairing" in daemon._status_text()
+    assert caplog.text.count("the agent was rolled back") == 1
+
+
+def test_a_failing_step_is_logged_once_and_the_loop_carries_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    daemon, clock, host, notes, sink, _ = make()
+
+    def broken(*, refresh: bool) -> list[Check]:
+        raise ValueError("unexpected thing")
+
+    host.drift = broken  # type: ignore[method-assign]
+    with caplog.at_level(logging.DEBUG, logger="dnscache_agent"):
+        daemon.run(max_iterations=35)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        "verify step failed: ValueError: unexpected thing (the loop carries on)"]
+    assert len(sink.samples) >= 30  # statistics went on every second
+    assert not any(r.exc_info for r in caplog.records if r.levelno > logging.DEBUG)
+
+
+def test_ready_while_the_upstream_resolver_is_dark() -> None:
+    """DNS disabled in the VPC: named answers SERVFAIL. READY anyway (boot must not wait for
+    nss-lookup.target), and the status blames the upstream, not the agent."""
+    clock = Clock()
+    host = FakeHost(clock)
+
+    def servfail() -> Health:
+        return Health(False, "amazonaws.com A @127.0.0.1: SERVFAIL", rcode="SERVFAIL")
+
+    host.health = servfail  # type: ignore[method-assign]
+    daemon, _, _, notes, _, _ = make(host)
+    daemon.run(max_iterations=3)
+    assert notes.keys("READY")
+    assert daemon.state.upstream_ok is False
+    assert "upstream resolver unreachable" in daemon._status_text()

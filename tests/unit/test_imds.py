@@ -128,3 +128,16 @@ def test_default_endpoint_is_never_used_by_tests() -> None:
     import os
 
     assert os.environ["DNSCACHE_AGENT_IMDS_ENDPOINT"].startswith("http://127.0.0.1")
+
+
+def test_instance_tag_read_with_the_token_and_absent_as_none() -> None:
+    tags = {"tags/instance/aws:autoscaling:groupName": "asg-web",
+            "tags/instance/Team%20Name": "dns"}
+    session = FakeImds({**METADATA, **tags})
+    client = ImdsClient(BASE, session=session)
+    assert client.instance_tag("aws:autoscaling:groupName") == "asg-web"
+    assert client.instance_tag("Team Name") == "dns"  # quoted in the path
+    assert client.instance_tag("missing") is None
+    assert [c[0] for c in session.calls].count("PUT") == 1
+    assert ImdsClient(BASE, session=FakeImds(fail=requests.ConnectionError)).instance_tag(
+        "aws:autoscaling:groupName") is None

@@ -7,6 +7,7 @@ kill -9, SIGTERM) are in tests/integration/test_transaction_failures.py."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 from collections.abc import Iterator, Sequence
@@ -62,10 +63,13 @@ class FakeRunner(Runner):
         args = tuple(argv)
         self.calls.append(args)
         if "named-checkconf" in args[0]:
-            if args[1] == "-t":  # -t STAGE /etc/bind/named.conf: record what it would read
-                stage = Path(args[2])
-                assert (stage / args[3].lstrip("/")).is_file()
-                self.checked.append((stage / OPTIONS.lstrip("/")).read_bytes())
+            # One staged main file, read by path (no -t: the repair unit cannot chroot);
+            # record the staged options it includes.
+            assert len(args) == 2
+            main = Path(args[1])
+            for inc in re.findall(r'include "([^"]+)"', main.read_text()):
+                if inc.endswith("-" + OPTIONS.rsplit("/", 1)[-1]):
+                    self.checked.append(Path(inc).read_bytes())
             if self.reject:
                 return Result(args, 1, "", f"{self.reject}\nsecond line\n")
         return Result(args, 0, "", "")
@@ -183,8 +187,11 @@ def test_apply_writes_the_plan(root: Root) -> None:
     assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o600, 1234, 2345)
     assert root.path(OPTIONS).stat().st_gid == 123
     assert root.path(NEW_DIR_FILE).stat().st_mode & 0o7777 == 0o640
-    # named-checkconf saw the staged options, in a copy outside the root.
-    assert runner.checked == [PLAN.files[0].content]
+    # named-checkconf saw the staged options, in a copy outside the root, with `directory`
+    # pointing at a directory that exists (this root has no /var/cache/bind).
+    assert [re.sub(rb'directory "[^"]+"', b'directory "/var/cache/bind"', c)
+            for c in runner.checked] == [PLAN.files[0].content]
+    assert b"/tmp/dnscache-agent-checkconf-" in runner.checked[0]
     assert not any(str(root.base) in a for c in runner.calls for a in c)
     # Committed: no journal left, the pre-agent state recorded.
     store = StateStore(root)

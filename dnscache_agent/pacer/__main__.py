@@ -1,0 +1,3 @@
+from dnscache_agent.pacer.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""The pacer's rate: a token bucket derived from the per-interface packet limit.
+
+A bucket of `burst` tokens refilled at `rate` tokens/s lets at most `burst + rate * T`
+packets out in any window of T seconds (at most `burst` saved, `rate * T` added during the
+window). With `rate = ceiling - burst` that is at most `ceiling` in every 1 s window, whatever
+the arrival pattern; `ceiling = limit_pps * (1 - margin_pct / 100)` keeps the margin free for
+the packets the pacer does not send (see `pacing_from_limit`). Pure; the clock is a value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Packets a TCP query costs towards the resolver: SYN, ACK, the query, the ACK of the answer
+#: and FIN (the final ACK usually rides on the FIN). The integration test measures it at the
+#: limit rule; a sixth packet would be absorbed by the margin.
+TCP_PACKETS_PER_QUERY = 5
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """What the pacer may send: `rate` tokens/s, at most `burst` at once, so never more than
+    `ceiling` packets in any 1 s window, `ceiling <= limit_pps`."""
+
+    limit_pps: int
+    margin_pct: float
+    burst: int
+    rate: float
+
+    @property
+    def ceiling(self) -> float:
+        return self.rate + self.burst
+
+
+def pacing_from_limit(limit_pps: int, margin_pct: float, burst: int) -> Pacing:
+    """The pacing that keeps every 1 s window at or under `limit_pps * (1 - margin_pct/100)`.
+
+    The margin is for packets the bucket does not see at the instant they leave: the kernel
+    and the veth/ENA may deliver a few queued packets together, a TCP query's packets follow
+    its tokens by one round trip, and IMDS and time-sync traffic share EC2's link-local
+    allowance. Raises ValueError when the burst leaves no rate (burst >= ceiling)."""
+    if limit_pps < 1:
+        raise ValueError(f"limit_pps must be >= 1: {limit_pps}")
+    if not 0 <= margin_pct < 100:
+        raise ValueError(f"margin_pct must be in 0..100: {margin_pct}")
+    if burst < 1:
+        raise ValueError(f"burst must be >= 1: {burst}")
+    ceiling = limit_pps * (1 - margin_pct / 100)
+    rate = ceiling - burst
+    if rate <= 0:
+        raise ValueError(f"burst {burst} leaves no rate under {ceiling:g} packets/s "
+                         f"(limit {limit_pps}, margin {margin_pct:g}%)")
+    return Pacing(limit_pps, margin_pct, burst, rate)
+
+
+class TokenBucket:
+    """`rate` tokens per second, at most `capacity` saved; starts full. Every method takes
+    `now` (seconds on any monotonic clock), so it has no clock of its own."""
+
+    __slots__ = ("rate", "capacity", "tokens", "_t")
+
+    def __init__(self, rate: float, capacity: float, now: float) -> None:
+        if rate <= 0 or capacity < 1:
+            raise ValueError(f"token bucket needs rate > 0 and capacity >= 1: {rate}, {capacity}")
+        self.rate = rate
+        self.capacity = capacity
+        self.tokens = float(capacity)
+        self._t = now
+
+    def _refill(self, now: float) -> None:
+        if now > self._t:
+            self.tokens = min(self.capacity, self.tokens + (now - self._t) * self.rate)
+            self._t = now
+
+    def available(self, now: float) -> float:
+        self._refill(now)
+        return self.tokens
+
+    def take(self, now: float, n: float = 1.0) -> bool:
+        """Spend `n` tokens if they are there; False (and nothing spent) otherwise."""
+        self._refill(now)
+        if self.tokens >= n:
+            self.tokens -= n
+            return True
+        return False
+
+    def time_until(self, now: float, n: float = 1.0) -> float:
+        """Seconds from `now` until `n` tokens are available (0 when they already are);
+        `n` above the capacity is treated as the capacity."""
+        self._refill(now)
+        need = min(n, self.capacity) - self.tokens
+        return 0.0 if need <= 0 else need / self.rate

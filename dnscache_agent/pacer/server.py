@@ -1,0 +1,493 @@
+"""The pacer process: sockets, timers and signals around the pure queue and scheduler.
+
+One asyncio loop, no ticking: a datagram from named is queued and, if the bucket has a token,
+sent at once; otherwise one timer is armed for the moment the next tokens (or the next overdue
+answer) are due. Sockets are read in batches with `add_reader` (asyncio's datagram transport
+reads one datagram per wake-up). A housekeeping task runs four times a second: give-up sweep,
+stats file, sd_notify watchdog and status, periodic save of the warm list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+import os
+import random
+import signal
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..sd_notify import NullNotifier, SdNotifier
+from . import wire
+from .bucket import Pacing
+from .files import replace_file
+from .queue import PacerQueue, Priority, QueueLimits
+from .scheduler import Scheduler, TcpTicket
+from .stats_file import PacerStats, TopEntry, percentile, render
+from .tally import Tally
+from .warm import WarmEntry, WarmList, load_warm, save_warm
+
+log = logging.getLogger(__name__)
+
+RECV_BATCH = 256
+SOCKET_BUFFER = 4 * 2**20
+TCP_MAX_CONNECTIONS = 64
+TCP_IDLE = 10.0
+TCP_UPSTREAM_TIMEOUT = 5.0
+WARM_INFLIGHT = 32
+WARM_QUERY_TIMEOUT = 3.0
+WARM_START_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class PacerConfig:
+    """Everything the process needs, already resolved against --root and the settings."""
+
+    listen: str
+    port: int
+    upstreams: tuple[str, ...]
+    pacing: Pacing
+    stats_file: Path
+    warm_file: Path | None
+    warm_seed: Path | None
+    warm_max: int
+    warm_via: tuple[str, int] | None
+    upstream_port: int = 53
+    limits: QueueLimits = field(default_factory=QueueLimits)
+    stats_interval: float = 1.0
+    warm_save_interval: float = 60.0
+    run_for: float | None = None
+
+
+def _family(address: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+
+
+class PacerServer:
+    """Run with `asyncio.run(server.run())`; returns the exit code."""
+
+    def __init__(self, config: PacerConfig, *, notifier: SdNotifier | NullNotifier | None = None,
+                 wallclock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.notifier = notifier or NullNotifier()
+        self.wallclock = wallclock
+        self.warm = WarmList(config.warm_max)
+        self.tally = Tally()
+        self.queue = PacerQueue(config.limits, upstreams=len(config.upstreams),
+                                on_asked_again=self._asked_again)
+        self.sched: Scheduler | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: socket.socket | None = None
+        self._ups: list[socket.socket] = []
+        self._tcp_server: asyncio.AbstractServer | None = None
+        self._tcp_waiting: dict[int, asyncio.Future[None]] = {}
+        self._tcp_slots: asyncio.Semaphore | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._stop: asyncio.Event | None = None
+        self._warm_task: asyncio.Task[None] | None = None
+        self._warm_pending = 0
+        self._warm_dirty = False
+        self._prev_counters: dict[str, int] = {}
+        self._started_wall = wallclock()
+        self.reply_errors = 0
+        self._top: tuple[TopEntry, ...] = ()
+        self._top_at = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self) -> int:
+        loop = self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        cfg = self.config
+        self.sched = Scheduler(self.queue, cfg.pacing, loop.time())
+        self._load_warm()
+        self._tcp_slots = asyncio.Semaphore(TCP_MAX_CONNECTIONS)  # bound to this loop
+        try:
+            self._bind()
+            await self.start_tcp()
+        except OSError as exc:
+            log.error("cannot listen on %s port %s: %s", cfg.listen, cfg.port, exc.strerror)
+            self._close()
+            return 1
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.start_warm_up)
+        log.info("pacing %s port %s -> %s port %s at %.1f packets/s (burst %s, limit %s, "
+                 "margin %g%%)", cfg.listen, cfg.port, ",".join(cfg.upstreams),
+                 cfg.upstream_port, cfg.pacing.rate, cfg.pacing.burst, cfg.pacing.limit_pps,
+                 cfg.pacing.margin_pct)
+        self._write_stats(loop.time(), 0.0)
+        self.notifier.notify(READY="1", STATUS="pacing, queue empty")
+        self.start_warm_up()
+        house = asyncio.ensure_future(self._housekeeping())
+        try:
+            if cfg.run_for is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), cfg.run_for)
+            else:
+                await self._stop.wait()
+        finally:
+            self.notifier.notify(STOPPING="1")
+            house.cancel()
+            if self._warm_task is not None:
+                self._warm_task.cancel()
+            self._close()
+            self._save_warm()
+            with contextlib.suppress(OSError):
+                cfg.stats_file.unlink()
+            c = self.queue.counters
+            log.info("stopped: %s packets sent, %s answers, %s coalesced, %s expired",
+                     c.packets, c.answers, c.coalesced, c.expired)
+        return 0
+
+    def _bind(self) -> None:
+        cfg = self.config
+        loop = self._loop
+        assert loop is not None
+        client = socket.socket(_family(cfg.listen), socket.SOCK_DGRAM)
+        self._client = client
+        with contextlib.suppress(OSError):
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+        client.bind((cfg.listen, cfg.port))
+        client.setblocking(False)
+        for address in cfg.upstreams:
+            up = socket.socket(_family(address), socket.SOCK_DGRAM)
+            self._ups.append(up)
+            with contextlib.suppress(OSError):
+                up.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+            up.connect((address, cfg.upstream_port))  # only its answers are accepted
+            up.setblocking(False)
+            loop.add_reader(up.fileno(), self._upstream_readable, up)
+        loop.add_reader(client.fileno(), self._client_readable)
+
+    async def start_tcp(self) -> None:
+        self._tcp_server = await asyncio.start_server(
+            self._tcp_client, self.config.listen, self.config.port, reuse_address=True)
+
+    def _close(self) -> None:
+        loop = self._loop
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+        for sock in [self._client, *self._ups]:
+            if sock is None:
+                continue
+            if loop is not None:
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(sock.fileno())
+            sock.close()
+        self._client = None
+        self._ups = []
+
+    # ------------------------------------------------------------------ UDP
+    def _client_readable(self) -> None:
+        sock, loop = self._client, self._loop
+        assert sock is not None and loop is not None
+        now = loop.time()
+        for _ in range(RECV_BATCH):
+            try:
+                data, addr = sock.recvfrom(4096)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            self.queue.ask(data, addr, now)
+        self._kick()
+
+    def _kick(self) -> None:
+        """Send what the bucket allows now; arm the timer for the next tokens."""
+        loop, sched = self._loop, self.sched
+        assert loop is not None and sched is not None
+        now = loop.time()
+        sends, grants = sched.pump(now)
+        for send in sends:
+            try:
+                self._ups[send.upstream].send(send.payload)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED):
+                    log.debug("upstream send failed: %s", exc)
+                self.queue.unsend(send)
+            else:
+                self.tally.sent(send.key, now)
+        for ticket in grants:
+            fut = self._tcp_waiting.pop(id(ticket), None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        wake = sched.next_wakeup(now)
+        if wake is not None:
+            self._arm(wake)
+
+    def _arm(self, when: float) -> None:
+        loop = self._loop
+        assert loop is not None
+        if self._timer is not None and not self._timer.cancelled():
+            if self._timer_at <= when:
+                return
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._kick()
+
+    def _upstream_readable(self, up: socket.socket) -> None:
+        loop, client = self._loop, self._client
+        assert loop is not None
+        now = loop.time()
+        for _ in range(RECV_BATCH):
+            try:
+                data = up.recv(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # ICMP unreachable from the resolver: the retransmit handles it
+                break
+            key = self.queue.by_id.get((data[0] << 8) | data[1]) if len(data) > 2 else None
+            replies = self.queue.answer(data, now)
+            if replies and key is not None:
+                self.tally.answered(key, data)
+            if client is None:
+                continue
+            for addr, reply in replies:
+                try:
+                    client.sendto(reply, addr)
+                except OSError:
+                    self.reply_errors += 1
+
+    # ------------------------------------------------------------------ TCP
+    async def _tcp_client(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        """One TCP connection from named (after a truncated answer): each query waits for
+        its tokens, then goes over its own upstream connection."""
+        assert self._tcp_slots is not None
+        async with self._tcp_slots:
+            try:
+                while True:
+                    try:
+                        head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE)
+                        msg = await reader.readexactly(struct.unpack("!H", head)[0])
+                    except (asyncio.IncompleteReadError, asyncio.TimeoutError):
+                        return
+                    answer = await self._tcp_upstream(msg)
+                    if answer is None:
+                        return
+                    writer.write(struct.pack("!H", len(answer)) + answer)
+                    await writer.drain()
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+                return
+            finally:
+                writer.close()
+
+    async def _tcp_upstream(self, msg: bytes) -> bytes | None:
+        loop, sched = self._loop, self.sched
+        assert loop is not None and sched is not None
+        ticket: TcpTicket = sched.request_tcp()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._tcp_waiting[id(ticket)] = fut
+        self._kick()
+        try:
+            await asyncio.wait_for(fut, self.config.limits.max_age)
+        except asyncio.TimeoutError:
+            ticket.cancelled = True
+            self._tcp_waiting.pop(id(ticket), None)
+            return None
+        host = self.config.upstreams[0]
+        try:
+            ur, uw = await asyncio.wait_for(
+                asyncio.open_connection(host, self.config.upstream_port), TCP_UPSTREAM_TIMEOUT)
+        except (OSError, asyncio.TimeoutError):
+            self.queue.counters.upstream_timeouts += 1
+            return None
+        try:
+            uw.write(struct.pack("!H", len(msg)) + msg)
+            await uw.drain()
+            rhead = await asyncio.wait_for(ur.readexactly(2), TCP_UPSTREAM_TIMEOUT)
+            resp = await asyncio.wait_for(ur.readexactly(struct.unpack("!H", rhead)[0]),
+                                          TCP_UPSTREAM_TIMEOUT)
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            self.queue.counters.upstream_timeouts += 1
+            return None
+        finally:
+            uw.close()
+        q = wire.parse_query(msg)
+        if q is not None:
+            self.tally.sent_tcp(q.key, resp, loop.time(), sched.tcp_cost)
+        return resp
+
+    # ------------------------------------------------------------------ warm list
+    def _asked_again(self, key: bytes, qtype: int) -> None:
+        name = wire.name_text(key)
+        if name is not None and self.config.warm_max:
+            self.warm.touch(name, qtype, self.wallclock())
+            self._warm_dirty = True
+
+    def _load_warm(self) -> None:
+        cfg = self.config
+        if cfg.warm_file is None or not cfg.warm_max:
+            return
+        self.warm, problems = load_warm(cfg.warm_file, max_entries=cfg.warm_max,
+                                        now=self.wallclock(), seed=cfg.warm_seed)
+        for problem in problems:
+            log.warning("%s", problem)
+        log.info("warm list: %s entries from %s%s", len(self.warm), cfg.warm_file,
+                 f" and {cfg.warm_seed}" if cfg.warm_seed else "")
+
+    def _save_warm(self) -> None:
+        cfg = self.config
+        if cfg.warm_file is None or not cfg.warm_max or not self._warm_dirty:
+            return
+        try:
+            save_warm(cfg.warm_file, self.warm)
+            self._warm_dirty = False
+            log.info("warm list: saved %s entries to %s", len(self.warm), cfg.warm_file)
+        except OSError as exc:
+            log.warning("warm list: cannot save %s: %s", cfg.warm_file, exc.strerror)
+
+    def start_warm_up(self) -> None:
+        """Refetch the warm list through named (again, on SIGHUP)."""
+        if self.config.warm_via is None or not len(self.warm):
+            return
+        if self._warm_task is not None and not self._warm_task.done():
+            return
+        self._warm_task = asyncio.ensure_future(self._warm_up(self.warm.entries()))
+
+    async def _warm_up(self, entries: list[WarmEntry]) -> None:
+        """Ask named for every warm entry, at most WARM_INFLIGHT at once and only while
+        the bucket has spare tokens; named's misses reach the pacer at warm-up priority.
+        Waits (up to WARM_START_TIMEOUT) for named to answer at all before starting."""
+        loop, sched = self._loop, self.sched
+        assert loop is not None and sched is not None and self.config.warm_via is not None
+        via = self.config.warm_via
+        sock = socket.socket(_family(via[0]), socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        inflight: dict[int, float] = {}
+        answered = 0
+        rng = random.Random()
+
+        def readable() -> None:
+            nonlocal answered
+            for _ in range(RECV_BATCH):
+                try:
+                    data = sock.recv(4096)
+                except OSError:
+                    return
+                if len(data) >= 2 and inflight.pop((data[0] << 8) | data[1], None) is not None:
+                    answered += 1
+
+        try:
+            sock.connect(via)
+            loop.add_reader(sock.fileno(), readable)
+            started = loop.time()
+            self._warm_pending = len(entries)
+            log.info("warm-up: %s questions through %s port %s", len(entries), *via)
+            i = 0
+            while i < len(entries):
+                now = loop.time()
+                for qid, deadline in list(inflight.items()):
+                    if deadline <= now:
+                        del inflight[qid]
+                if answered == 0 and i >= 8 and not inflight:
+                    if now - started > WARM_START_TIMEOUT:
+                        log.warning("warm-up: %s port %s does not answer; giving up", *via)
+                        return
+                    i = 0  # named is not up yet: start again
+                    await asyncio.sleep(1.0)
+                    continue
+                if len(inflight) >= WARM_INFLIGHT or not sched.spare(now):
+                    await asyncio.sleep(0.005)
+                    continue
+                e = entries[i]
+                i += 1
+                self._warm_pending = len(entries) - i
+                qid = rng.getrandbits(16)
+                query = wire.build_query(qid, e.name, e.qtype)
+                if query is None or qid in inflight:
+                    continue
+                self.queue.mark_warming(e.name, e.qtype, now)
+                try:
+                    sock.send(query)
+                except OSError:
+                    await asyncio.sleep(0.05)
+                    continue
+                inflight[qid] = now + WARM_QUERY_TIMEOUT
+            end = loop.time() + WARM_QUERY_TIMEOUT
+            while inflight and loop.time() < end:
+                await asyncio.sleep(0.05)
+            log.info("warm-up: done, %s of %s answered in %.1f s", answered, len(entries),
+                     loop.time() - started)
+        finally:
+            self._warm_pending = 0
+            with contextlib.suppress(Exception):
+                loop.remove_reader(sock.fileno())
+            sock.close()
+
+    # ------------------------------------------------------------------ housekeeping
+    async def _housekeeping(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        cfg = self.config
+        last_stats = last_save = last_dog = loop.time()
+        dog = self.notifier.watchdog_interval
+        while True:
+            await asyncio.sleep(0.25)
+            now = loop.time()
+            if self.queue.sweep(now):
+                self._kick()
+            if dog is not None and now - last_dog >= dog:
+                self.notifier.notify(WATCHDOG="1")
+                last_dog = now
+            if now - last_stats >= cfg.stats_interval:
+                self._write_stats(now, now - last_stats)
+                last_stats = now
+            if now - last_save >= cfg.warm_save_interval:
+                self._save_warm()
+                last_save = now
+
+    def snapshot(self, now: float, interval: float) -> PacerStats:
+        """The figures for the stats file; resets the interval's waits and counters."""
+        cfg, q = self.config, self.queue
+        totals = q.counters.as_dict()
+        delta = {k: v - self._prev_counters.get(k, 0) for k, v in totals.items()}
+        self._prev_counters = totals
+        waits = q.take_waits()
+        p50, p99 = percentile(waits, 0.5), percentile(waits, 0.99)
+        return PacerStats(
+            time=self.wallclock(), pid=os.getpid(), started=self._started_wall,
+            limit_pps=cfg.pacing.limit_pps, rate_pps=cfg.pacing.rate, burst=cfg.pacing.burst,
+            interval_s=interval, queue_depth=q.depth(), queue_live=q.depth(Priority.LIVE),
+            queue_prefetch=q.depth(Priority.PREFETCH), queue_warm=q.depth(Priority.WARM),
+            in_flight=q.in_flight,
+            wait_p50_ms=None if p50 is None else p50 * 1000,
+            wait_p99_ms=None if p99 is None else p99 * 1000,
+            warm_list=len(self.warm), warm_pending=self._warm_pending,
+            totals=totals, interval=delta, top=self._top_every(now, 10.0))
+
+    def _top_every(self, now: float, period: float) -> tuple[TopEntry, ...]:
+        # The merge costs tens of ms at 40,000 questions: refresh it every `period` s only.
+        if now - self._top_at >= period or not self._top:
+            self._top, self._top_at = self.tally.top(now), now
+        return self._top
+
+    def _write_stats(self, now: float, interval: float) -> None:
+        stats = self.snapshot(now, interval)
+        try:
+            replace_file(self.config.stats_file, render(stats))
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.config.stats_file, exc.strerror)
+        pps = stats.packets_ps
+        self.notifier.notify(STATUS=f"queue {stats.queue_depth}, "
+                                    f"sent {0 if pps is None else pps:.0f} packets/s, "
+                                    f"{stats.totals.get('answers', 0)} answers")
+
+
+def run_server(config: PacerConfig, *, notifier: SdNotifier | NullNotifier | None = None) -> int:
+    """Run the pacer until SIGTERM/SIGINT (or `config.run_for`); returns the exit code."""
+    return asyncio.run(PacerServer(config, notifier=notifier).run())
