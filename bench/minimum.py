@@ -8,7 +8,7 @@ distinct pairs asked times the refreshes their TTLs force.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 
 Key = tuple[str, str]
@@ -16,11 +16,14 @@ Key = tuple[str, str]
 
 @dataclass(frozen=True)
 class Phase:
-    """Queries sent at `qps` from `start` seconds after the cache started."""
+    """Queries sent at `qps` from `start` seconds after the cache started; with `offsets`,
+    query i is sent at start + offsets[i] instead of start + i / qps (a lookup that asks
+    several questions at once)."""
 
     start: float
     qps: float
     queries: Sequence[Key]
+    offsets: Sequence[float] | None = None
 
 
 def _norm(key: Key) -> Key:
@@ -45,7 +48,7 @@ def fetch_times(phases: Sequence[Phase], ttls: Mapping[Key, int],
             raise ValueError(f"phase qps must be > 0: {ph.qps}")
         times: list[float] = []
         for i, key in enumerate(ph.queries):
-            t = ph.start + i / ph.qps
+            t = ph.start + (ph.offsets[i] if ph.offsets is not None else i / ph.qps)
             k = _norm(key)
             if t >= expires.get(k, float("-inf")):
                 times.append(t)
@@ -77,3 +80,30 @@ def paced_waits(times: Sequence[float], rate: float) -> list[float]:
 def distinct_keys(queries: Sequence[Key]) -> set[Key]:
     """Normalised distinct pairs of a query list."""
     return {_norm(k) for k in queries}
+
+
+def getaddrinfo_questions(name: str, answered: Set[Key],
+                          search: Sequence[str] = ()) -> list[Key]:
+    """The questions glibc's getaddrinfo(AF_UNSPEC) asks for `name` (no trailing dot, at
+    least one dot, so ndots:1 tries it as is first): A and AAAA; and when neither has an
+    answer (NXDOMAIN or NODATA for both), A and AAAA again for `name` + each search domain.
+    `answered` holds the normalised pairs that have data."""
+    base = name.rstrip(".")
+    out: list[Key] = [(base, "A"), (base, "AAAA")]
+    if not any(_norm(k) in answered for k in out):
+        for dom in search:
+            full = f"{base}.{dom.strip('.')}"
+            out += [(full, "A"), (full, "AAAA")]
+    return out
+
+
+def lookup_phase(start: float, qps: float, names: Sequence[str], answered: Set[Key],
+                 search: Sequence[str] = ()) -> Phase:
+    """A phase of getaddrinfo lookups (lookup i at start + i / qps) as its questions."""
+    queries: list[Key] = []
+    offsets: list[float] = []
+    for i, name in enumerate(names):
+        qs = getaddrinfo_questions(name, answered, search)
+        queries += qs
+        offsets += [i / qps] * len(qs)
+    return Phase(start, qps, queries, offsets)

@@ -110,6 +110,7 @@ class Peer(ABC):
     label: str = ""
     server: str = LOOPBACK
     has_cache = True
+    is_agent = False  # the agent's named: restart scenario, warm list
 
     def __init__(self, vpc: SimulatedVpc, workdir: Path) -> None:
         self.vpc = vpc
@@ -120,6 +121,12 @@ class Peer(ABC):
 
     @abstractmethod
     def stop(self) -> None: ...
+
+    def stub_resolv_conf(self, original: str) -> str | None:
+        """/etc/resolv.conf for the glibc mode while this peer runs, or None when the peer
+        writes its own (the agent). A cache is put first the way an admin would by hand,
+        the original servers kept as fallback and glibc's default timeout:5 attempts:2."""
+        return "nameserver 127.0.0.1\n" + original
 
     def restart(self) -> None:
         """Stop (if running) and start with a cold cache."""
@@ -152,6 +159,9 @@ class NoCache(Peer):
     label = "no cache"
     server = AMAZON_DNS
     has_cache = False
+
+    def stub_resolv_conf(self, original: str) -> str | None:
+        return original
 
     def start(self) -> None:
         pass
@@ -252,6 +262,7 @@ class Agent(Peer):
 
     name = "agent"
     label = "dnscache-agent"
+    is_agent = True
     forwarders: tuple[str, ...] = ()
     extra_settings = ""
 
@@ -285,6 +296,9 @@ class Agent(Peer):
                                f"{self.named_pids()} (expected exactly one; is another "
                                f"named using {self.pid_file}?)")
         self.wait_ready()
+
+    def stub_resolv_conf(self, original: str) -> str | None:
+        return None  # `apply` renders it: cache first, fallback, timeout:, attempts:
 
     def named_pids(self) -> list[int]:
         """PIDs of named processes in this VPC's instance namespace. Found by namespace, not

@@ -8,8 +8,6 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import requests
-
 from . import agent_units, host_facts, planner
 from .checkpoint import StateStore
 from .commands import Runner
@@ -181,12 +179,9 @@ class Agent:
         self.refresh()
 
     def stats_channel(self) -> tuple[bool, str]:
-        url = f"http://127.0.0.1:{self.settings.cache.statistics_port}/json/v1"
-        try:
-            resp = requests.get(url, timeout=2)
-        except requests.RequestException as exc:
-            return False, f"{url}: {type(exc).__name__}"
-        return resp.ok, f"{url}: HTTP {resp.status_code}"
+        """Whether the statistics channel answers, with the same size and time bounds as a
+        statistics fetch (anything local may be listening on that port)."""
+        return BindStatsCollector(self.settings.cache.statistics_port).probe()
 
     def sampler(self) -> Sampler:
         """The once-a-second statistics reader for `stats` and the daemon."""

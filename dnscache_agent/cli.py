@@ -4,16 +4,17 @@ non-zero exit code chosen by the error's class."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import __version__, host_facts
 from .app import Agent, Options
-from .errors import CloudWatchError, ConfigError, DnscacheError
+from .errors import CloudWatchError, ConfigError, DnscacheError, InternalError
 from .services import units_for_host
 from .stats.table import render_budget_bar, render_json, render_table
 from .transaction import ApplyReport, pending
@@ -54,7 +55,8 @@ def cmd_facts(agent: Agent, args: argparse.Namespace) -> int:
     print(f"os:        {os_['pretty_name']} (platform {data['platform']})")
     print(f"bind:      {'installed ' + str(bind['version']) if bind['installed'] else 'missing'}"
           f" (package {bind['package']}, unit {bind['unit']})")
-    print(f"resources: {res['cpus']} CPUs, {int(res['memory_bytes']) // 2**20} MiB")
+    note = "" if res.get("measured", True) else " (first-boot defaults, not measured)"
+    print(f"resources: {res['cpus']} CPUs, {int(res['memory_bytes']) // 2**20} MiB{note}")
     ec2 = data["ec2"]
     if isinstance(ec2, dict):
         print(f"ec2:       {ec2['instance_id']} {ec2['instance_type']} {ec2['region']}")
@@ -412,16 +414,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *,
+         agent_factory: Callable[[Options], Agent] = Agent) -> int:
+    """The one error boundary: whatever a command raises reaches the user as one line on
+    stderr and an exit code (the table in docs/reliability.md); the traceback only at -vv.
+    `agent_factory` builds the collaborators (tests pass one that fails)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
+    command = " ".join(c for c in (args.command, getattr(args, "alarm_command", None)) if c)
     try:
-        agent = Agent(_options(args))
+        agent = agent_factory(_options(args))
         return int(args.func(agent, args))
     except DnscacheError as exc:
-        print(f"dnscache-agent: error: {exc}", file=sys.stderr)
+        log.debug("%s failed", command, exc_info=True)
+        _error_line(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         print("dnscache-agent: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # the boundary: no traceback reaches a user or the journal
+        log.debug("%s failed", command, exc_info=True)
+        _error_line(f"{command}: {_internal_reason(exc)} (run with -vv for the traceback)")
+        return InternalError.exit_code
+
+
+def _error_line(message: str) -> None:
+    """Print one line, whatever the message holds (newlines folded)."""
+    with contextlib.suppress(OSError):  # stderr gone (a closed pipe): the exit code remains
+        print(f"dnscache-agent: error: {' '.join(message.splitlines())}", file=sys.stderr)
+
+
+def _internal_reason(exc: BaseException) -> str:
+    """`<where>: <Type>: <message>`: where is the innermost module of ours in the traceback
+    (what a bug report needs), the message clipped to one short line."""
+    where = ""
+    tb = exc.__traceback__.tb_next if exc.__traceback__ else None  # past main() itself
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if module.startswith("dnscache_agent"):
+            where = f"{module}.{tb.tb_frame.f_code.co_name}"
+        tb = tb.tb_next
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}{': ' + str(exc.filename) if exc.filename else ''}"
+    else:
+        text = str(exc)
+    text = " ".join(text.split())[:200]
+    reason = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"internal error in {where}: {reason}" if where else f"internal error: {reason}"

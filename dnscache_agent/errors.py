@@ -70,3 +70,11 @@ class LockedError(DnscacheError):
     """Another agent process holds the state directory's lock (EX_TEMPFAIL: try again)."""
 
     exit_code = 75
+
+
+class InternalError(DnscacheError):
+    """Anything that is not one of the errors above: a bug, or a host state nobody foresaw.
+    The CLI's error boundary turns it into one line (the traceback is logged at -vv);
+    EX_SOFTWARE."""
+
+    exit_code = 70

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: How long an in-process repair waits for another run's lock before trying again later.
+REPAIR_LOCK_WAIT_SECONDS = 5.0
 #: The health query in the loop: short, so one slow answer cannot starve the watchdog.
 HEALTH_DEADLINE_SECONDS = 2.0
 
@@ -125,7 +127,11 @@ class AgentPort:
         return name
 
     def apply(self) -> str:
-        report = self.agent.transaction().apply(self.agent.plan())
+        # A short wait: a busy lock (an admin's apply) means retry at the next interval.
+        lock = self.agent.lock()
+        lock.timeout = REPAIR_LOCK_WAIT_SECONDS
+        with lock:
+            report = self.agent.transaction().apply(self.agent.plan())
         if report.nothing_to_do:
             return "nothing to change"
         action = f"; named {report.service_action}" if report.service_action else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -47,6 +48,10 @@ class Ec2Facts:
     interfaces: tuple[Ec2Interface, ...]
 
 
+#: IMDS answers are short (an instance id, a list of MACs); anything larger is not IMDS.
+MAX_BODY_BYTES = 64 * 1024
+
+
 class ImdsClient:
     """A minimal IMDSv2 client. `session` is injectable for tests; `endpoint` is configurable so
     tests point it at a fake server on loopback."""
@@ -58,14 +63,30 @@ class ImdsClient:
         self.session = session or requests.Session()
         self._token: str | None = None
 
+    def _body(self, resp: requests.Response) -> str:
+        """The body, read within MAX_BODY_BYTES and one total deadline: requests' timeout is
+        per read, so a local process posing as IMDS could drip bytes forever."""
+        deadline = time.monotonic() + self.timeout * 2
+        data = bytearray()
+        try:
+            for chunk in resp.iter_content(4096):
+                data += chunk
+                if len(data) > MAX_BODY_BYTES:
+                    raise ValueError(f"IMDS answer over {MAX_BODY_BYTES} bytes")
+                if time.monotonic() > deadline:
+                    raise ValueError(f"IMDS answer not complete within {self.timeout * 2:g}s")
+        finally:
+            resp.close()
+        return data.decode("utf-8", errors="replace").strip()
+
     def _get_token(self) -> str:
         resp = self.session.put(
             self.endpoint + TOKEN_PATH,
             headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"},
-            timeout=self.timeout,
+            timeout=self.timeout, stream=True,
         )
         resp.raise_for_status()
-        return resp.text.strip()
+        return self._body(resp)
 
     def get(self, path: str) -> str | None:
         """GET a meta-data path; None on 404."""
@@ -74,12 +95,13 @@ class ImdsClient:
         resp = self.session.get(
             self.endpoint + META + path,
             headers={"X-aws-ec2-metadata-token": self._token},
-            timeout=self.timeout,
+            timeout=self.timeout, stream=True,
         )
         if resp.status_code == 404:
+            resp.close()
             return None
         resp.raise_for_status()
-        return resp.text.strip()
+        return self._body(resp)
 
     def instance_tag(self, key: str) -> str | None:
         """The value of the instance tag `key`, read from IMDS. None when the instance does

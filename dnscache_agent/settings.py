@@ -113,7 +113,7 @@ class PacerSettings:
     listen: str = "127.0.0.1"
     port: int = 5354
     margin_pct: float = 5.0
-    burst: int = 5
+    burst: int = 3
     stats_file: str = "/run/dnscache-agent-pacer/stats.json"
     warm_file: str = "/var/lib/dnscache-agent-pacer/warm.json"
     warm_seed: str = ""

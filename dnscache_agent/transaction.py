@@ -6,6 +6,7 @@ for byte and reloads again. A journal left by a killed run is restored at the ne
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import tempfile
@@ -20,7 +21,7 @@ from typing import Callable
 from . import checkconf, hostfs
 from .checkpoint import Checkpoint, StateStore
 from .commands import Runner
-from .errors import ApplyError, DnscacheError, ValidationError
+from .errors import ApplyError, DnscacheError, StateError, ValidationError
 from .health import Health
 from .plan_model import Command, FileChange, FileDiff, LinkChange, Plan, Validator
 from .platform import PlatformProfile
@@ -85,6 +86,35 @@ def trap_signals() -> Iterator[None]:
             signal.signal(s, h)
 
 
+def recorded_units(original: Checkpoint) -> list[str]:
+    """The agent units apply recorded for rollback. Raises StateError when the record is not
+    a list of unit names (a damaged manifest must not turn into a traceback)."""
+    units = original.meta.get("units") or []
+    if not isinstance(units, list) or not all(
+            isinstance(u, str) and u.startswith("dnscache-agent") and "/" not in u
+            for u in units):
+        raise StateError(f"{original.dir / 'manifest.json'}: meta.units is not a list of the "
+                         "agent's unit names; restore it from a backup, or move it aside and "
+                         "rerun")
+    return units
+
+
+def recorded_commands(original: Checkpoint, default: tuple[Command, ...]) -> tuple[Command, ...]:
+    """The resolver manager's activation commands apply recorded for rollback (`default` for
+    checkpoints older than the record). Raises StateError when the record is malformed."""
+    recorded = original.meta.get("activate")
+    if recorded is None:
+        return default
+    ok = isinstance(recorded, list) and all(
+        isinstance(c, dict) and isinstance(c.get("argv"), list) and c["argv"]
+        and all(isinstance(a, str) for a in c["argv"])
+        and isinstance(c.get("optional", False), bool) for c in recorded)
+    if not ok:
+        raise StateError(f"{original.dir / 'manifest.json'}: meta.activate is not a list of "
+                         "commands; restore it from a backup, or move it aside and rerun")
+    return tuple(Command(tuple(c["argv"]), bool(c.get("optional"))) for c in recorded)
+
+
 class Transaction:
     """Carries out plans on one root. Collaborators are passed in, so tests can use a staged
     root with `NoService` and a health check that always passes."""
@@ -104,6 +134,7 @@ class Transaction:
 
     def recover(self) -> list[str]:
         """Restore a journal a killed run left behind; returns the paths put back."""
+        self.store.sweep()  # tombstones a kill left between rename and delete
         journal = self.store.journal
         if not journal.exists:
             return []
@@ -178,6 +209,41 @@ class Transaction:
         hostfs.atomic_write(host, change.content, meta)
         log.info("wrote %s (checkpoint %s)", change.path, journal.dir)
 
+    def _meta_drift(self, plan: Plan) -> list[tuple[FileChange, hostfs.FileMeta]]:
+        """Files whose bytes may match but whose mode or owner is not what `verify` expects
+        (a `chmod 666 /etc/resolv.conf`): the repair must put those right too, or verify's
+        drift would send the repair unit round in circles."""
+        from .verify import expected_meta
+
+        original = self.store.original
+        out = []
+        for f in plan.files:
+            host = self.root.path(f.path)
+            try:
+                live = hostfs.meta_of(host)
+                linked = host.is_symlink()
+            except OSError:  # e.g. a file where a directory should be: the write reports it
+                continue
+            if live is None or linked or f.path in plan.regenerated:
+                continue
+            want = expected_meta(f, original.entries.get(f.path), regenerated=False,
+                                 planned_gid=hostfs.gid_for(f.group))
+            target = hostfs.FileMeta(
+                want.mode if want.mode is not None else live.mode & ~0o002,
+                want.uid if want.uid is not None else live.uid,
+                want.gid if want.gid is not None else live.gid)
+            if target != live:
+                out.append((f, target))
+        return out
+
+    def _fix_meta(self, change: FileChange, meta: hostfs.FileMeta) -> None:
+        self.store.journal.register(change.path)
+        self.store.original.register(change.path)
+        host = self.root.path(change.path)
+        os.chown(host, meta.uid, meta.gid)
+        os.chmod(host, meta.mode)
+        log.info("set %s to mode %04o owner %d:%d", change.path, meta.mode, meta.uid, meta.gid)
+
     def _link(self, change: LinkChange) -> None:
         self.store.journal.register(change.path)
         self.store.original.register(change.path)
@@ -187,14 +253,7 @@ class Transaction:
         log.info("linked %s -> %s", change.path, change.target)
 
     def _gid(self, group: str | None) -> int:
-        if not group:
-            return 0
-        try:
-            import grp
-
-            return grp.getgrnam(group).gr_gid
-        except KeyError:
-            return 0
+        return hostfs.gid_for(group)  # the same lookup verify's mode check uses
 
     def _run_commands(self, commands: Sequence[Command]) -> None:
         if not self.root.is_live:
@@ -229,11 +288,12 @@ class Transaction:
         resolver_files = [f for f in plan.resolver_files() if f.path in changes]
         unit_files = [f for f in plan.unit_files() if f.path in changes]
         links = [lk for lk in plan.links if self.root.readlink(lk.path) != lk.target]
+        meta_fixes = [(f, m) for f, m in self._meta_drift(plan) if f.path not in changes]
         # A plan without bind's files (install-service's units only) leaves named alone.
         manages_named = bool(plan.bind_files())
         was_active = self.service.is_active()
         start_units = self._units_to_start(plan)
-        if not changes and not links and not start_units and (
+        if not changes and not links and not meta_fixes and not start_units and (
                 was_active or not manages_named or not self.root.is_live):
             if self.root.is_live and manages_named:
                 report.health = self.health_check()
@@ -243,7 +303,8 @@ class Transaction:
         # Recorded before any host file is touched, so recovery after a kill knows them too.
         self.store.journal.set_meta(
             "new_in_original",
-            sorted(p for p in changes | {lk.path for lk in links} if not original.has(p)))
+            sorted(p for p in changes | {lk.path for lk in links} | {f.path for f, _ in meta_fixes}
+                   if not original.has(p)))
         self._record_for_rollback(plan, was_active)
         with trap_signals():
             try:
@@ -262,6 +323,10 @@ class Transaction:
                     self._run_commands(plan.activate)
                     if self.root.is_live:
                         report.health = self._check_health("after rewiring the resolver")
+                for f, meta in meta_fixes:
+                    self._fix_meta(f, meta)
+                    report.changed.append(f"{f.path} (mode {meta.mode:04o} owner "
+                                          f"{meta.uid}:{meta.gid})")
                 for f in unit_files:
                     self._write(f)
                     report.changed.append(f.path)
@@ -350,7 +415,7 @@ class Transaction:
         original = self.store.original
         report = RollbackReport()
         if self.root.is_live and original.exists:
-            units = [str(u) for u in original.meta.get("units") or []]
+            units = recorded_units(original)
             if units:
                 report.unit_actions = self.units.disable_now(
                     list(reversed(units)) + [REPAIR_SERVICE])
@@ -360,9 +425,7 @@ class Transaction:
             report.restored = recovered
             report.had_state = bool(recovered)
             return report
-        recorded = original.meta.get("activate")
-        commands = (tuple(Command(tuple(c["argv"]), bool(c.get("optional")))
-                          for c in recorded) if isinstance(recorded, list) else tuple(activate))
+        commands = recorded_commands(original, tuple(activate))
         report.restored = list(dict.fromkeys(recovered + original.restore()))
         for path in report.restored:
             log.info("restored %s to its pre-agent content", path)

@@ -129,14 +129,22 @@ def expected_meta(change: FileChange, recorded: Entry | None, *, regenerated: bo
     return ExpectedMeta(change.mode, 0, planned_gid, "as the plan creates it")
 
 
-def judge_meta(path: str, live: hostfs.FileMeta, expected: ExpectedMeta) -> Check:
-    """One check of a file's mode and owner against `expected` (pure)."""
+#: What the kernel shows for an id that is not mapped into this user namespace (the daemon's
+#: unit has PrivateUsers=yes: only root and its own user are mapped, bind's group is not).
+OVERFLOW_ID = 65534
+
+
+def judge_meta(path: str, live: hostfs.FileMeta, expected: ExpectedMeta, *,
+               overflow_id: int = OVERFLOW_ID) -> Check:
+    """One check of a file's mode and owner against `expected` (pure). An owner shown as the
+    overflow id cannot be judged from this user namespace and is not called drift."""
     name = f"mode {path}"
     want_mode = expected.mode
     if want_mode is None and live.mode & 0o002:
         want_mode = live.mode & ~0o002
     wrong_mode = want_mode is not None and live.mode != want_mode
-    wrong_owner = (expected.uid is not None and expected.gid is not None
+    owner_visible = overflow_id not in (live.uid, live.gid)
+    wrong_owner = (owner_visible and expected.uid is not None and expected.gid is not None
                    and (live.uid, live.gid) != (expected.uid, expected.gid))
     have = f"mode {live.mode:04o} owner {live.uid}:{live.gid}"
     if not wrong_mode and not wrong_owner:
@@ -431,6 +439,21 @@ def _with_fix(check: Check, facts: Facts) -> Check:
     return replace(check, fix=fix or "")
 
 
+def check_links(plan: Plan, root: Root) -> list[Check]:
+    """The symlinks the plan owns (the agent units' [Install] links) point where planned."""
+    out = []
+    for link in plan.links:
+        live = root.readlink(link.path)
+        if live == link.target:
+            out.append(Check(f"link {link.path}", True, f"-> {link.target}", link.path))
+        else:
+            what = "missing" if live is None else f"points to {live}"
+            out.append(Check(f"link {link.path}", False, f"drift: {what}, not {link.target}",
+                             link.path, None, "run `dnscache-agent install-service` (or "
+                             "`dnscache-agent apply`)"))
+    return out
+
+
 def verify(facts: Facts, settings: Settings, plan: Plan, root: Root, *,
            named_active: Callable[[], bool] | None = None,
            health: Callable[[], Health] | None = None,
@@ -445,6 +468,7 @@ def verify(facts: Facts, settings: Settings, plan: Plan, root: Root, *,
     checks = [Check(BIND_INSTALLED, facts.bind.installed,
                     facts.bind.version_text or f"{facts.profile.named_binary} missing")]
     checks += check_files(plan, root, plan.regenerated)
+    checks += check_links(plan, root)
     checks += check_modes(plan, root, StateStore(root, settings.agent.state_dir),
                           plan.regenerated)
     options = facts.profile.options_path

@@ -147,6 +147,14 @@ class SystemdContainer:
             f"failed units: {failed.stdout.strip()!r}; log: {(logs.stdout + logs.stderr)[-2000:]}"
         )
 
+    def reboot(self) -> str:
+        """Restart the container (its file system persists): a real boot of what is on its
+        disk, for first-boot behaviour. Returns the boot state like `wait_booted`."""
+        result = self._podman(["restart", "--time", "10", self._target()], timeout=120)
+        if result.returncode != 0:
+            raise ContainerError(f"podman restart {self.name}: {result.stderr.strip()}")
+        return self.wait_booted()
+
     # -- use --------------------------------------------------------------------------
     def exec(
         self,

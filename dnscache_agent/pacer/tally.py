@@ -22,8 +22,7 @@ WINDOW = 60.0
 class _Cost:
     qtype: int
     packets: int = 0
-    rcode: int = -1
-    ttl: int | None = None
+    response: bytes | None = None  # the last answer, parsed only for the top entries
     tcp: bool = False
 
 
@@ -58,17 +57,14 @@ class Tally:
     def answered(self, key: bytes, response: bytes) -> None:
         cost = self._cur.get(key) or self._prev.get(key)
         if cost is not None:
-            cost.rcode = wire.rcode(response)
-            cost.ttl = wire.answer_ttl(response)
-            cost.tcp = cost.tcp or wire.is_truncated(response)
+            cost.response = response
 
     def sent_tcp(self, key: bytes, response: bytes, now: float, packets: int) -> None:
         self.sent(key, now, packets)
         cost = self._cur.get(key)
         if cost is not None:
             cost.tcp = True
-            cost.rcode = wire.rcode(response)
-            cost.ttl = wire.answer_ttl(response)
+            cost.response = response
 
     def top(self, now: float) -> tuple[TopEntry, ...]:
         """The `top_n` questions by packets over the current and previous minute."""
@@ -78,12 +74,16 @@ class Tally:
             for key, cost in gen.items():
                 seen = merged.get(key)
                 if seen is None:
-                    merged[key] = _Cost(cost.qtype, cost.packets, cost.rcode, cost.ttl, cost.tcp)
+                    merged[key] = _Cost(cost.qtype, cost.packets, cost.response, cost.tcp)
                 else:
                     seen.packets += cost.packets
-                    if cost.rcode >= 0:
-                        seen.rcode, seen.ttl = cost.rcode, cost.ttl
+                    seen.response = cost.response or seen.response
                     seen.tcp = seen.tcp or cost.tcp
         best = heapq.nlargest(self.top_n, merged.items(), key=lambda kv: kv[1].packets)
-        return tuple(TopEntry(wire.name_text(k) or "?", wire.type_text(c.qtype), c.packets,
-                              c.rcode, c.ttl, c.tcp) for k, c in best)
+        out = []
+        for key, c in best:
+            r = c.response
+            out.append(TopEntry(wire.name_text(key) or "?", wire.type_text(c.qtype), c.packets,
+                                wire.rcode(r) if r else -1, wire.answer_ttl(r) if r else None,
+                                c.tcp or (r is not None and wire.is_truncated(r))))
+        return tuple(out)

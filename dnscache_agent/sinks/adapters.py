@@ -47,8 +47,8 @@ class PrometheusSink:
         self.latest = sample
 
     def close(self, *, final: bool) -> None:
-        # At exit the kernel closes the socket; shutdown() would wait up to 0.5 s for the
-        # server's poll loop, eating the SIGTERM budget.
+        # close() is bounded (it shuts idle connections too), but at exit the kernel closes
+        # the sockets anyway and the SIGTERM budget is better spent on the final flush.
         if not final:
             self.server.close()
 
@@ -151,13 +151,16 @@ def build_sinks(metrics: MetricsSettings, host: HostPort) -> list[Sink]:
     if metrics.textfile:
         sinks.append(TextfileSink(metrics.textfile))
     if metrics.cloudwatch:
-        from .cloudwatch import CloudWatchSink
+        from ..imds import ImdsClient
+        from .cloudwatch import build_cloudwatch_sink, resolve_fleet
 
+        settings = host.settings
+        read_tag = (ImdsClient(settings.imds.endpoint, settings.imds.timeout).instance_tag
+                    if settings.imds.enabled and metrics.fleet_tag else None)
         try:
-            cw = CloudWatchSink(metrics.namespace, host.instance_id(),
-                                region=metrics.region or None,
-                                endpoint_url=metrics.endpoint_url or None,
-                                high_resolution=metrics.high_resolution)
+            cw = build_cloudwatch_sink(metrics, host.instance_id(),
+                                       fleet=resolve_fleet(metrics, read_tag),
+                                       warn_headroom_pct=settings.budget.warn_headroom_pct)
         except Exception as exc:  # boto3 raises several types for missing region/credentials
             log.error("CloudWatch: sink not started: %s", exc)
         else:

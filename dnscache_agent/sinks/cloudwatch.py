@@ -425,16 +425,41 @@ class SinkCounters:
 
 
 def build_client(*, region: str | None = None, endpoint_url: str | None = None,
-                 connect_timeout: float = 3.0, read_timeout: float = 10.0) -> Any:
-    """A boto3 CloudWatch client with botocore's own retries off (this module retries)."""
+                 connect_timeout: float = 3.0, read_timeout: float = 10.0,
+                 session: Any = None) -> Any:
+    """A boto3 CloudWatch client with botocore's own retries off (this module retries).
+
+    `region` None means botocore's own lookup (AWS_REGION, AWS_DEFAULT_REGION, the profile).
+    Raises ConfigError naming metrics.region when there is no region at all (off EC2, none
+    set), and CloudWatchError for any other failure to build the client (a missing profile,
+    an endpoint botocore refuses): one line each, never botocore's traceback."""
     import boto3
     from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, NoRegionError
+
+    from ..errors import CloudWatchError
 
     config = Config(retries={"total_max_attempts": 1}, connect_timeout=connect_timeout,
                     read_timeout=read_timeout)
-    return boto3.session.Session().client(
-        "cloudwatch", region_name=region or None, endpoint_url=endpoint_url or None,
-        config=config)
+    no_region = ConfigError("metrics.region: no AWS region (not on EC2, so IMDS gave none, and "
+                            "AWS_REGION/AWS_DEFAULT_REGION are unset): set metrics.region in "
+                            "the settings file, e.g. region = \"eu-west-1\"")
+    try:
+        boto_session = session if session is not None else boto3.session.Session()
+        # Checked before the client exists: building it looks up credentials, and botocore's
+        # last resort for those is the real IMDS at 169.254.169.254, which the agent has
+        # already found absent (or been told to reach elsewhere).
+        if not (region or boto_session.region_name):
+            raise no_region
+        return boto_session.client(
+            "cloudwatch", region_name=region or None, endpoint_url=endpoint_url or None,
+            config=config)
+    except NoRegionError:
+        raise no_region from None
+    except (BotoCoreError, ValueError) as exc:
+        raise CloudWatchError(f"CloudWatch client (region {region or 'unset'}, endpoint "
+                              f"{endpoint_url or 'default'}): "
+                              f"{' '.join(str(exc).split())[:200]}") from None
 
 
 def _classify(exc: BaseException) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..pacer.bucket import TCP_PACKETS_PER_QUERY
 from ..pacer.stats_file import PacerStats
 from .bind_stats import RTT_BUCKETS, RTT_LABELS, BindSnapshot
 from .budget import BudgetStatus
@@ -277,7 +278,8 @@ _BUDGET: tuple[Metric, ...] = (
 # --- the budget pacer (dnscache_agent/pacer/, read from its stats file) --------------------
 _PACER: tuple[Metric, ...] = (
     Metric("pacer_packets_ps", "Pacer upstream packets", "packets/s", HOST,
-           "pacer stats file: UDP queries + 5 x TCP queries sent", "pacer.packets_ps",
+           f"pacer stats file: UDP queries + {TCP_PACKETS_PER_QUERY} x TCP queries sent",
+           "pacer.packets_ps",
            "What the pacer sent to the resolver over its last second; it never exceeds "
            "limit_pps less the margin. Near that ceiling with a growing queue: the host asks "
            "more distinct names than the budget allows.",
@@ -290,8 +292,9 @@ _PACER: tuple[Metric, ...] = (
            prometheus_name="dnscache_pacer_upstream_packets_total", prometheus_type="counter",
            help="Packets the pacer sent to the resolver since it started.", display="count"),
     Metric("pacer_tcp_packets_ps", "Pacer TCP packets", "packets/s", HOST,
-           "pacer stats file: 5 x TCP queries", "pacer.tcp_packets_ps",
-           "Truncated answers retried over TCP, charged 5 packets each; large answers "
+           f"pacer stats file: {TCP_PACKETS_PER_QUERY} x TCP queries", "pacer.tcp_packets_ps",
+           f"Truncated answers retried over TCP, charged {TCP_PACKETS_PER_QUERY} packets each; "
+           "large answers "
            "(TXT, DNSSEC) are expensive under the budget.",
            "PacerTcpPackets", "Count/Second", 1.0, "dnscache_pacer_tcp_packets_per_second",
            help="Packets the pacer spent on TCP queries per second."),

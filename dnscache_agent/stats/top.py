@@ -333,3 +333,25 @@ class TopTally:
                     for (name, qtype), packets in packets_by_key.most_common(top_n))
         return TopReport(window, seconds, total, total / seconds, self.limit_pps,
                          tuple(class_stats), top, sum(m.untallied for m in minutes))
+
+
+def render_top(report: TopReport, *, names: int = 10) -> str:
+    """The human form of a report, for `dnscache-agent top`: classes with packets/s, budget
+    share and fix, then the costliest (name, type) pairs."""
+    lines = [f"last {report.window} ({report.seconds:.0f} s): {report.pps:.1f} upstream "
+             f"packets/s, {report.pps / report.limit_pps:.0%} of the "
+             f"{report.limit_pps:g}/s budget"]
+    if report.classes:
+        lines += ["", f"{'class':<18} {'pkt/s':>8} {'budget':>7} {'upstream':>8}  fix"]
+        for c in report.classes:
+            lines.append(f"{c.klass:<18} {c.pps:>8.1f} {c.share_of_budget:>7.1%} "
+                         f"{c.share_of_upstream:>8.1%}  {c.setting or c.fix}")
+    if report.top:
+        lines += ["", f"{'name':<48} {'type':<6} {'pkt/s':>8} {'budget':>7}  class"]
+        for k in report.top[:names]:
+            lines.append(f"{k.name[:48]:<48} {k.qtype:<6} {k.pps:>8.1f} "
+                         f"{k.share_of_budget:>7.1%}  {k.klass}")
+    if report.untallied:
+        lines.append(f"({report.untallied} packets of names beyond the per-minute cap are in "
+                     "the class figures only)")
+    return "\n".join(lines) + "\n"

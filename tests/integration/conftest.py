@@ -14,7 +14,7 @@ from typing import Any, Callable
 import pytest
 
 from rig import SimulatedVpc
-from tests.machinery import skip_or_fail
+from tests.machinery import requires, skip_or_fail
 
 RIG_TOOLS = ("ip", "nft", "named", "dig", "dnsperf")
 
@@ -29,8 +29,8 @@ def rig_unavailable_reason() -> str | None:
     return None
 
 
-requires_rig = pytest.mark.skipif(rig_unavailable_reason() is not None,
-                                  reason=rig_unavailable_reason() or "")
+#: Decorator for a test that needs a simulated VPC but none of the fixtures below.
+requires_rig = requires(rig_unavailable_reason())
 
 
 def _skip_if_unavailable() -> None:

@@ -1,7 +1,8 @@
 """The benchmark harness in --smoke mode, end to end, so it cannot rot.
 
-Asserts the structure of what it produces (phases per peer and scenario, counts that add
-up, the compulsory minimum, the docs block and PNG), never wall-clock figures.
+Asserts the structure of what it produces (phases per peer, mode and scenario, counts that
+add up, the compulsory minimum, the glibc mode and the restart scenario, the docs block and
+PNG), never wall-clock figures.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:  # typ
     cp = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--results-dir", str(out / "results"),
          "--docs-dir", str(docs)],
-        cwd=REPO, capture_output=True, text=True, timeout=180)
+        cwd=REPO, capture_output=True, text=True, timeout=420)
     assert cp.returncode == 0, cp.stderr[-3000:]
     doc = json.loads((out / "results" / "latest-smoke.json").read_text())
     return doc, docs
@@ -42,18 +43,28 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:  # typ
 
 def test_every_peer_runs_every_scenario(smoke: tuple[dict, Path]) -> None:  # type: ignore[type-arg]
     doc, _ = smoke
-    seen = {(ph["peer"], ph["scenario"], ph["qps"]) for ph in doc["phases"]}
+    udp = {(ph["peer"], ph["scenario"], ph["qps"]) for ph in doc["phases"]
+           if ph["mode"] == "udp"}
     want = {(p, "cold", q) for p in SMOKE.peers for q in SMOKE.rates}
     # Without a cache, warm is cold again: only caches get the warm session.
     want |= {(p, "warm", q) for p in SMOKE.peers if p != "nocache" for q in SMOKE.rates}
     want |= {(p, s, SMOKE.degraded_qps) for p in SMOKE.peers
              for s in ("warmup", "throttled", "blackholed")}
-    assert seen == want
+    assert udp == want
+    glibc = {(ph["peer"], ph["scenario"], ph["qps"]) for ph in doc["phases"]
+             if ph["mode"] == "glibc"}
+    want = {(p, "cold", q) for p in SMOKE.peers for q in SMOKE.glibc_rates}
+    want |= {(p, "warm", q) for p in SMOKE.peers if p != "nocache" for q in SMOKE.glibc_rates}
+    want |= {(p, "warmup", SMOKE.degraded_qps) for p in SMOKE.peers if p != "nocache"}
+    want |= {("agent", "restart", SMOKE.restart_qps)}
+    assert glibc == want
 
 
 def test_counts_add_up(smoke: tuple[dict, Path]) -> None:  # type: ignore[type-arg]
     doc, _ = smoke
     for ph in doc["phases"]:
+        if ph["mode"] != "udp":
+            continue
         load = ph["load"]
         assert load["sent"] == int(ph["qps"] * ph["seconds"]), ph["scenario"]
         assert load["answered"] + load["lost"] == load["sent"]
@@ -94,8 +105,11 @@ def test_docs_block_and_plot_are_written(smoke: tuple[dict, Path]) -> None:  # t
     md = (docs / "benchmarks.md").read_text()
     assert report.BEGIN in md and report.END in md
     assert "| goal | measured | met |" in md
-    table = md[md.index("### Every resolver"):md.index("### Against the baselines")]
+    table = md[md.index("### Every resolver, every phase (raw UDP)"):
+               md.index("### Against the baselines")]
     assert table.count("| cold | 400 |") == len(SMOKE.peers)
+    side = md[md.index("### Both modes side by side"):md.index("### named restarted")]
+    assert side.count("| cold | 400 |") == len(SMOKE.peers)
     assert (docs / "benchmarks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Regenerating keeps hand-written text outside the markers.
     (docs / "benchmarks.md").write_text("# B\n\nintro\n\n" + md[md.index(report.BEGIN):]
@@ -103,3 +117,40 @@ def test_docs_block_and_plot_are_written(smoke: tuple[dict, Path]) -> None:  # t
     report.write_docs(doc, docs)
     again = (docs / "benchmarks.md").read_text()
     assert again.startswith("# B\n\nintro\n") and again.rstrip().endswith("after")
+
+
+def test_glibc_mode_counts_are_consistent(smoke: tuple[dict, Path]) -> None:  # type: ignore[type-arg]
+    """Every lookup has one outcome; the pool reports what it did; upstream was sampled at
+    the limit rule and includes the stubs' own packets (no cache: at least A + AAAA)."""
+    doc, _ = smoke
+    phases = [ph for ph in doc["phases"] if ph["mode"] == "glibc" and ph["scenario"] != "restart"]
+    assert phases
+    for ph in phases:
+        load = ph["load"]
+        assert load["sent"] == int(ph["qps"] * ph["seconds"]), ph["scenario"]
+        assert sum(load["outcomes"].values()) == load["sent"]
+        assert load["answered"] + load["failed"] == load["sent"]
+        assert 1 <= load["threads_peak"] <= load["max_threads"]
+        assert load["achieved_qps"] > 0
+        assert ph["upstream_pps"], "no per-second upstream samples"
+        assert ph["upstream_total"] == ph["upstream_passed"] + ph["upstream_dropped"]
+        assert ph["minimum"] > 0
+    direct = next(ph for ph in phases if ph["peer"] == "nocache" and ph["scenario"] == "cold")
+    assert direct["upstream_total"] >= 2 * direct["load"]["answered"]
+    cached = next(ph for ph in phases if ph["peer"] == "agent" and ph["scenario"] == "warm")
+    assert cached["upstream_total"] < direct["upstream_total"]
+
+
+def test_restart_scenario_reports_window_and_hit_ratio(smoke: tuple[dict, Path]) -> None:  # type: ignore[type-arg]
+    doc, docs = smoke
+    rs = [ph for ph in doc["phases"] if ph["scenario"] == "restart"]
+    assert len(rs) == 1 and not rs[0]["extra"]["warm_list"]
+    r = rs[0]
+    assert r["load"]["sent"] > 0
+    assert r["load"]["answered"] + r["load"]["failed"] == r["load"]["sent"]
+    assert r["extra"]["named_down_s"] > 0
+    ratios = [x for x in r["extra"]["hit_ratio_per_second"] if x is not None]
+    assert ratios and all(0.0 <= x <= 1.0 for x in ratios)
+    md = (docs / "benchmarks.md").read_text()
+    assert "### named restarted under load" in md
+    assert "pending: `--warm-list`" in md

@@ -31,9 +31,10 @@ import pytest
 from rig import SimulatedVpc, write_queries_file
 from rig.netns import stop_process
 from rig.zone import host_label, host_ttl
+from tests.machinery import first_missing, missing_module, module_requires
 
-pytest.importorskip("moto.server")
-pytest.importorskip("boto3")
+_machinery = module_requires(first_missing([missing_module("moto.server", "pip install .[test]"),
+                                             missing_module("boto3")]))
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,10 @@ from dnscache_agent.cli import main
 from dnscache_agent.settings import MetricsSettings
 from dnscache_agent.sinks.cloudwatch import build_client, build_cloudwatch_sink
 from dnscache_agent.stats.catalogue import CATALOGUE, FLEET, ON_TROUBLE, Sample
+from tests.machinery import missing_module, module_requires, optional_import
 
-moto_server = pytest.importorskip("moto.server")
+_machinery = module_requires(missing_module("moto.server", "pip install .[test]"))
+moto_server = optional_import("moto.server")
 
 REGION = "us-east-1"
 NS = "DnscacheAgentFleet"

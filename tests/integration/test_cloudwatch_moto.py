@@ -15,8 +15,10 @@ import requests
 from dnscache_agent.sinks.cloudwatch import CloudWatchSink, build_client, create_headroom_alarm
 from dnscache_agent.sinks.prometheus import PrometheusServer
 from dnscache_agent.stats.catalogue import Sample
+from tests.machinery import missing_module, module_requires, optional_import
 
-moto_server = pytest.importorskip("moto.server")
+_machinery = module_requires(missing_module("moto.server", "pip install .[test]"))
+moto_server = optional_import("moto.server")
 
 REGION = "us-east-1"
 NS = "DnscacheAgentTest"

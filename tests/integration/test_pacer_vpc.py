@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -33,7 +34,8 @@ LIMIT = 1024
 class Pacer:
     """One `dnscache-agent pacer` process in the instance namespace, with its files."""
 
-    def __init__(self, vpc: SimulatedVpc, name: str, *extra: str) -> None:
+    def __init__(self, vpc: SimulatedVpc, name: str, *extra: str,
+                 env: tuple[str, ...] = ()) -> None:
         self.vpc = vpc
         self.dir = vpc.workdir / name
         self.dir.mkdir(exist_ok=True)
@@ -44,13 +46,15 @@ class Pacer:
         self.stats_file = self.dir / "stats.json"
         self.warm_file = self.dir / "warm.json"
         self.extra = extra
+        self.env = env
         self.proc: subprocess.Popen[Any] | None = None
 
     def start(self, *, ready_timeout: float = 20.0) -> Pacer:
         self.stats_file.unlink(missing_ok=True)
         log = open(self.dir / "pacer.log", "ab")  # noqa: SIM115 (the child holds it)
         self.proc = self.vpc.popen_instance(
-            [*AGENT, "pacer", "--config", str(self.config), *self.extra],
+            [*AGENT[:-3], *self.env, *AGENT[-3:], "pacer", "--config", str(self.config),
+             *self.extra],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + ready_timeout
@@ -69,6 +73,15 @@ class Pacer:
     def stats(self) -> Any:
         stats = read_pacer_stats(self.stats_file)
         assert stats is not None, self.log()
+        return stats
+
+    def wait_for(self, check: Any, timeout: float = 5.0) -> Any:
+        """The stats once `check(stats)` holds (the file is rewritten every second)."""
+        deadline = time.monotonic() + timeout
+        stats = self.stats()
+        while not check(stats) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            stats = self.stats()
         return stats
 
     def stop(self) -> None:
@@ -138,7 +151,7 @@ def test_cold_burst_stays_under_the_limit_every_second(vpc: SimulatedVpc,
         assert passed + dropped <= LIMIT * max(span, 1.0), seconds
     assert after.dropped_packets == before.dropped_packets, seconds
     sent = after.passed_packets - before.passed_packets
-    stats = pacer.stats()
+    stats = pacer.wait_for(lambda s: s.totals["packets"] >= sent)
     assert result.completed > 2500 and sent >= 2500, (result, seconds)
     # one packet per distinct question: no retransmits were needed under the limit
     assert stats.totals["retransmits"] == 0 and stats.totals["upstream_timeouts"] == 0
@@ -158,7 +171,8 @@ def test_tcp_query_costs_at_most_what_the_pacer_charges(vpc: SimulatedVpc,
     after = vpc.counters()
     used = after.passed_packets - before.passed_packets
     assert 3 <= used <= TCP_PACKETS_PER_QUERY, used
-    stats = pacer.stats()
+    print(f"one TCP query: {used} packets at the limit rule")
+    stats = pacer.wait_for(lambda s: s.totals["tcp_queries"] >= 1)
     assert stats.totals["tcp_queries"] == 1
     assert stats.totals["tcp_packets"] == TCP_PACKETS_PER_QUERY
 
@@ -182,7 +196,7 @@ def test_kill_9_under_load_and_a_restart_resumes(vpc: SimulatedVpc,
     restart_s = time.monotonic() - down
     out, err = load.communicate(timeout=30)
     assert load.returncode == 0, err
-    stats = pacer.stats()
+    stats = pacer.wait_for(lambda s: s.totals["answers"] > 0)
     assert pacer.proc.pid != old_pid and stats.pid == pacer.proc.pid
     assert stats.totals["answers"] > 0, pacer.log()
     cp = vpc.exec_instance(["dig", "@127.0.0.1", "-p", str(PORT), "+time=2", "+tries=1",
@@ -227,3 +241,35 @@ def test_sigterm_saves_the_warm_list_and_a_restart_refetches_it(
     assert stats.totals["warm_sent"] == len(asked), pacer.log()
     assert len(asked) <= refetched <= len(asked) + 2
     assert stats.warm_list >= len(asked)
+
+    # SIGHUP (sent after a restart of named) runs the warm-up again.
+    assert pacer.proc is not None
+    pacer.proc.send_signal(signal.SIGHUP)
+    stats = pacer.wait_for(lambda s: s.totals["warm_sent"] >= 2 * len(asked), timeout=10)
+    assert stats.totals["warm_sent"] == 2 * len(asked), pacer.log()
+
+
+def test_sd_notify_ready_watchdog_status_and_stopping(vpc: SimulatedVpc,
+                                                     pacers: list[Pacer]) -> None:
+    path = vpc.workdir / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(5)
+    try:
+        pacer = Pacer(vpc, "notify", "--no-warm",
+                      env=(f"NOTIFY_SOCKET={path}", "WATCHDOG_USEC=1000000"))
+        pacers.append(pacer.start())
+        messages: list[str] = []
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            messages.append(sock.recv(4096).decode())
+        assert messages[0].startswith("READY=1\n")
+        assert sum("WATCHDOG=1" in m for m in messages) >= 4  # every 0.5 s
+        assert any(m.startswith("STATUS=queue 0, sent 0 packets/s") for m in messages)
+        assert pacer.proc is not None
+        pacer.proc.send_signal(signal.SIGTERM)
+        while "STOPPING=1" not in sock.recv(4096).decode():
+            pass
+        assert pacer.proc.wait(5) == 0
+    finally:
+        sock.close()

@@ -3,7 +3,6 @@ dnspython through a caching named (forwarding to an authoritative named) must sh
 rates exactly (counts are compared as deltas; rates within 1% of count / measured elapsed)."""
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -18,8 +17,9 @@ import pytest
 from dnscache_agent.stats.catalogue import build_sample
 from dnscache_agent.stats.collector import BindStatsCollector, StatsUnavailableError
 from dnscache_agent.stats.rates import compute_rates
+from tests.machinery import missing_tools, module_requires
 
-pytestmark = pytest.mark.skipif(shutil.which("named") is None, reason="named not installed")
+_machinery = module_requires(missing_tools("named", package="bind9"))
 
 
 def _free_port() -> int:

@@ -27,7 +27,14 @@ from dnscache_agent.platform import DEBIAN, REDHAT
 from dnscache_agent.rootfs import Root
 from dnscache_agent.services import NoService
 from dnscache_agent.transaction import Transaction
-from tests.machinery import tree_snapshot
+from tests.machinery import (
+    first_missing,
+    missing_paths,
+    missing_root,
+    missing_tools,
+    module_requires,
+    tree_snapshot,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "fixtures" / "golden" / "bind"
@@ -37,12 +44,11 @@ ENV = {**os.environ, "DNSCACHE_AGENT_IMDS_ENDPOINT": "http://127.0.0.1:9",
        "PYTHONPATH": str(REPO)}
 AGENT = [sys.executable, "-m", "dnscache_agent"]
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mount, named-checkconf -t)"),
-    pytest.mark.skipif(shutil.which("named-checkconf") is None
-                       or not Path("/etc/bind/named.conf").exists(),
-                       reason="needs bind9 (named-checkconf, /etc/bind) installed"),
-]
+_machinery = module_requires(first_missing([
+    missing_root("mount, named-checkconf -t"),
+    missing_tools("named-checkconf", package="bind9"),
+    missing_paths("/etc/bind/named.conf", why="package bind9"),
+]))
 
 # A test-only driver: the real agent code (facts, plan, Transaction) on a staged root that the
 # transaction treats as live, with a health check that blocks, so a signal can land mid-way
@@ -107,9 +113,11 @@ def build_root(base: Path) -> Path:
                                          'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n')
     (base / "etc/resolv.conf").write_text("search ec2.internal\nnameserver 172.31.0.2\n")
     (base / "usr/sbin").mkdir(parents=True, exist_ok=True)
-    # Present is enough: on a staged root the version comes from this machine's named -v.
     (base / "usr/sbin/named").write_text("#!/bin/sh\n")
-    (base / "var/lib").mkdir(parents=True, exist_ok=True)
+    # A staged tree's bind version comes from its package database, never this host's named.
+    (base / "var/lib/dpkg").mkdir(parents=True, exist_ok=True)
+    (base / "var/lib/dpkg/status").write_text(
+        "Package: bind9\nStatus: install ok installed\nVersion: 1:9.18.28-1~deb12u2\n")
     return base
 
 

@@ -111,8 +111,8 @@ def start_service(box: SystemdContainer, wheelhouse: Path, tmp_path: Path) -> st
     assert "healthy" in out.stdout, out.stdout + out.stderr
     assert wired(box)
     out = box.exec(["env", IMDS, cmd, "install-service"], timeout=180)
-    assert f"installed /etc/systemd/system/{UNIT}" in out.stdout, out.stdout + out.stderr
-    assert f"ran systemctl enable --now {UNIT}" in out.stdout, out.stdout
+    assert f"changed /etc/systemd/system/{UNIT}" in out.stdout, out.stdout + out.stderr
+    assert re.search(rf"^enabled and started .*{UNIT}", out.stdout, re.M), out.stdout
     unit = box.read_file(f"/etc/systemd/system/{UNIT}")
     assert f"ExecStart={cmd} run --repair-trigger" in unit
     return cmd

@@ -234,3 +234,13 @@ def test_clear_leaves_no_state_and_no_tombstone(root: Root) -> None:
     assert not store.base.exists()
     assert not [p for p in store.base.parent.iterdir()
                 if p.name.startswith(hostfs.TOMBSTONE_PREFIX)]
+
+
+def test_every_entry_field_is_validated() -> None:
+    """A field added to Entry must be added to the manifest check too, or loading rejects it
+    as unknown."""
+    from dataclasses import fields
+
+    from dnscache_agent.checkpoint import _FIELD_TYPES, Entry
+
+    assert set(_FIELD_TYPES) == {f.name for f in fields(Entry)}

@@ -207,3 +207,16 @@ def test_fleet_alarm_arguments() -> None:
         kw: dict[str, Any] = {"fleet": "web", **bad}
         with pytest.raises(ConfigError):
             create_fleet_headroom_alarm(client, "NS", **kw)
+
+
+def test_limits_hold_for_fleet_datums_that_moto_would_accept() -> None:
+    client = FakeClient()
+    sink = CloudWatchSink("NS", "i-1", client=client, clock=lambda: T0, random=lambda: 0.0,
+                          selection=Selection.from_settings(fleet_name="f" * 1025))
+    sink.add(full_sample(T0, ifaces=tuple(f"eth{i}" for i in range(400))))
+    sent = sink.flush(T0 + 60)
+    # 1 + 3 x 400 per-instance datums in calls of at most 1000; the fleet ones (a dimension
+    # value over 1024 characters) refused here, not sent for moto to accept
+    assert sent == 1201 and [len(c["MetricData"]) for c in client.calls] == [1000, 201]
+    assert sink.counters.rejected == 8
+    assert all(len(d["Dimensions"]) <= 2 for c in client.calls for d in c["MetricData"])

@@ -13,11 +13,11 @@ import pytest
 
 from dnscache_agent.commands import Result
 from dnscache_agent.daemon import Daemon, LoopState, format_status
-from dnscache_agent.host_port import HostPort, TriggerRepair
-from dnscache_agent.sinks.adapters import CloudWatchWorker, Sink
 from dnscache_agent.errors import ApplyError, ConfigError
 from dnscache_agent.health import Health
+from dnscache_agent.host_port import HostPort, TriggerRepair
 from dnscache_agent.settings import MetricsSettings, Settings, from_mapping
+from dnscache_agent.sinks.adapters import CloudWatchWorker, Sink
 from dnscache_agent.stats.budget import BudgetStatus, BudgetTracker
 from dnscache_agent.stats.catalogue import Sample
 from dnscache_agent.stats.collector import StatsUnavailableError

@@ -34,6 +34,7 @@ def response(status: int, text: str = "") -> requests.Response:
     r = requests.Response()
     r.status_code = status
     r._content = text.encode()
+    r._content_consumed = True  # a body already read: iter_content() slices it
     r.url = BASE
     return r
 
@@ -141,3 +142,11 @@ def test_instance_tag_read_with_the_token_and_absent_as_none() -> None:
     assert [c[0] for c in session.calls].count("PUT") == 1
     assert ImdsClient(BASE, session=FakeImds(fail=requests.ConnectionError)).instance_tag(
         "aws:autoscaling:groupName") is None
+
+
+def test_an_oversized_answer_is_not_ec2_and_not_read_whole() -> None:
+    """Anything local can listen where IMDS is expected (a test endpoint, a proxy): a body
+    over the cap is refused, not buffered."""
+    huge = "i-" + "0" * (70 * 1024)
+    session = FakeImds({**METADATA, "instance-id": huge})
+    assert ImdsClient(BASE, timeout=0.5, session=session).fetch() is None

@@ -81,7 +81,7 @@ def test_one_key_at_a_time(tmp_path: Path, data: st.DataObject) -> None:
         assert msg.startswith(f"{path}: {section}.{key}: ") and "\n" not in msg, msg
 
 
-@settings(max_examples=200, deadline=None,
+@settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.filter_too_much])
 @given(doc=documents(valid_keys=True))

@@ -167,3 +167,22 @@ def test_question_from_wire_reads_the_pacer_question_and_answer() -> None:
     assert event is not None and event.rcode == 3
     lost = question_from_wire(parsed.key, parsed.qtype, None, packets=2)
     assert lost is not None and (lost.rcode, lost.packets) == (-1, 2)
+
+
+def test_render_top_shows_classes_fixes_and_names() -> None:
+    from dnscache_agent.stats.top import render_top
+
+    t = TopTally(K8S, limit_pps=1024)
+    for s in range(10):
+        for _ in range(40):
+            t.observe(q("typo.example.com", rcode=3, answers=0), T0 + s)
+        t.observe(q("api.example.com.ec2.internal", rcode=3, answers=0), T0 + s)
+    text = render_top(t.report("minute", T0 + 10))
+    lines = text.splitlines()
+    assert lines[0] == "last minute (10 s): 41.0 upstream packets/s, 4% of the 1024/s budget"
+    assert any(line.startswith("repeated-nxdomain") and "[cache] min_ncache_ttl = 90" in line
+               for line in lines)
+    assert any(line.startswith("search-nxdomain") and "options ndots:1" in line
+               for line in lines)
+    assert any(line.startswith("typo.example.com") and "repeated-nxdomain" in line
+               for line in lines)

@@ -25,7 +25,7 @@ from dnscache_agent.platform import DEBIAN, PlatformProfile
 from dnscache_agent.rootfs import Root
 from dnscache_agent.services import NamedService, NoService
 from dnscache_agent.transaction import Transaction, pending
-from tests.machinery import tree_snapshot
+from tests.machinery import missing_root, requires, tree_snapshot
 
 OPTIONS = "/etc/bind/named.conf.options"
 NEW_DIR_FILE = "/etc/systemd/resolved.conf.d/dnscache-agent.conf"
@@ -170,7 +170,7 @@ def live_root(tmp_path: Path) -> Iterator[Root]:
     yield LiveLikeRoot(build_root(tmp_path / "root"))
 
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to other owners needs root")
+needs_root = requires(missing_root("chown to other owners"))
 
 
 @needs_root
@@ -391,3 +391,21 @@ def test_resolver_only_repair_does_not_reload_named(live_root: Root) -> None:
     assert report.service_action is None and service.actions == []
     assert live_root.path("/etc/resolv.conf").read_bytes() == next(
         f.content for f in PLAN.files if f.path == "/etc/resolv.conf")
+
+
+@needs_root
+def test_apply_repairs_mode_drift_that_verify_reports(root: Root) -> None:
+    """`chmod 666 /etc/resolv.conf` is drift (verify), so apply must put the mode right too:
+    with bytes alone, the repair unit found "nothing to do" and the daemon asked forever."""
+    from dnscache_agent import verify
+
+    txn(root).apply(PLAN)
+    resolv = root.path("/etc/resolv.conf")
+    resolv.chmod(0o666)
+    store = StateStore(root)
+    assert not all(c.ok for c in verify.check_modes(PLAN, root, store))
+    report = txn(root).apply(PLAN)
+    assert report.changed == ["/etc/resolv.conf (mode 0644 owner 0:0)"]
+    assert resolv.stat().st_mode & 0o777 == 0o644
+    assert all(c.ok for c in verify.check_modes(PLAN, root, store))
+    assert txn(root).apply(PLAN).nothing_to_do

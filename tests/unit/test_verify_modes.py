@@ -26,6 +26,7 @@ from dnscache_agent.rootfs import Root
 from dnscache_agent.services import NoService
 from dnscache_agent.settings import ImdsSettings, Settings
 from dnscache_agent.transaction import Transaction
+from tests.machinery import missing_root, requires
 
 ROOTS = Path(__file__).resolve().parent.parent / "fixtures" / "roots"
 SETTINGS = Settings(imds=ImdsSettings(enabled=False))
@@ -35,7 +36,7 @@ PLAN = Plan(files=(FileChange("/etc/resolv.conf", b"nameserver 127.0.0.1\n", own
                    FileChange(NEW, b"new\n", mode=0o640, owner="static")),
             resolver_backend="static")
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to other owners needs root")
+needs_root = requires(missing_root("chown to other owners"))
 
 
 def txn(root: Root) -> Transaction:
@@ -149,3 +150,16 @@ def test_verify_passes_regenerated_paths_to_the_file_check(tmp_path: Path) -> No
     root.path("/etc/resolv.conf").chmod(0o666)
     report = verify.verify(facts, SETTINGS, plan, root)
     assert not {c.name: c for c in report.checks}["mode /etc/resolv.conf"].ok
+
+
+def test_an_owner_this_user_namespace_cannot_see_is_not_drift() -> None:
+    """The daemon's unit has PrivateUsers=yes: bind's group shows as the overflow id 65534.
+    Calling that drift made the daemon poke the repair unit forever (found by
+    tests/system/test_repair_kinds.py); a wrong mode is still drift."""
+    expected = verify.ExpectedMeta(0o644, 0, 102, "as before the agent, from its checkpoint")
+    assert verify.judge_meta("/etc/bind/named.conf.options", FileMeta(0o644, 0, 65534),
+                             expected).ok
+    assert not verify.judge_meta("/etc/bind/named.conf.options", FileMeta(0o666, 0, 65534),
+                                 expected).ok
+    assert not verify.judge_meta("/etc/bind/named.conf.options", FileMeta(0o644, 0, 0),
+                                 expected).ok

@@ -1,0 +1,285 @@
+"""Drift repair as it runs in production, for every kind of file the plan writes.
+
+Containers boot systemd with SYS_ADMIN, so the shipped units' sandbox is really applied (the
+first release's drift test clobbered only resolv.conf, and stayed green while every repair of
+bind's config failed inside the repair unit's sandbox). The units are the shipped ones,
+unmodified but for the IMDS guard; the settings file sets a 5 s verify interval.
+
+- Each resolver stack the rig can boot: every file and link of the plan, clobbered one at a
+  time while the service runs, is repaired within the verify interval (plus the oneshot's
+  run time), and `verify` passes again.
+- `rollback` with the service active is final: the units are stopped, disabled and removed,
+  and nothing comes back.
+- The Packer path: an image with the units enabled and no plan applied boots, and then serves
+  DNS through the cache.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from dnscache_agent import resolv_conf
+from rig.containers import SystemdContainer, fake_vpc_resolver_script, install_agent
+
+StartContainer = Callable[..., SystemdContainer]
+
+VPC = "169.254.169.253"
+ANSWER = "192.0.2.10"
+VERIFY_INTERVAL = 5
+#: The oneshot apply (python start, named-checkconf, a reload, two health queries) and the
+#: daemon's recheck after a repair.
+REPAIR_SLACK = 15
+IMDS = "DNSCACHE_AGENT_IMDS_ENDPOINT=http://127.0.0.1:9"
+UNIT = "dnscache-agent.service"
+AGENT_TOML = f"[daemon]\nverify_interval = {VERIFY_INTERVAL}\n"
+GUARD = f"[Service]\nEnvironment={IMDS}\n"
+# The Amazon resolver's stand-in as a boot-time unit, so it is there after a reboot too.
+FAKE_VPC_UNIT = f"""[Unit]
+Description=fake VPC resolver for the tests
+Before=named.service dnscache-agent.service
+[Service]
+ExecStartPre=-/usr/sbin/ip addr add {VPC}/32 dev lo
+ExecStart=/opt/dnscache-agent/venv/bin/python /root/fake_vpc.py
+[Install]
+WantedBy=multi-user.target
+"""
+# Debian's stock named.conf.options, as a package upgrade or cloud-init would put back.
+STOCK_OPTIONS = """options {
+\tdirectory "/var/cache/bind";
+\tdnssec-validation auto;
+\tlisten-on-v6 { any; };
+};
+"""
+
+
+DHCP = (
+    # A DHCP server in a namespace of the container's own, handing out the VPC resolver.
+    "ip netns add dhcp; ip link add eth1 type veth peer name eth1p; "
+    "ip link set eth1p netns dhcp; ip link set eth1 up; "
+    "ip -n dhcp link set lo up; ip -n dhcp link set eth1p up; "
+    "ip -n dhcp addr add 169.254.77.1/24 dev eth1p; "
+    "systemd-run --unit dhcp-server ip netns exec dhcp dnsmasq --keep-in-foreground "
+    "--conf-file=/dev/null --port=0 --user=root --interface=eth1p --bind-interfaces "
+    "--dhcp-range=169.254.77.10,169.254.77.20,255.255.255.0,2m "
+    f"--dhcp-option=option:dns-server,{VPC} --dhcp-option=option:domain-name,ec2.internal "
+    "--dhcp-option=option:router --dhcp-leasefile=/root/dnsmasq.leases; sleep 1; "
+    "dhclient -1 -4 -lf /root/dhclient.leases eth1"
+)
+NETPLAN_SOURCE = f"""network:
+  version: 2
+  ethernets:
+    eth1:
+      addresses: [169.254.77.2/24]
+      nameservers:
+        addresses: [{VPC}]
+        search: [ec2.internal]
+"""
+#: backend → (image, what DHCP / the network manager did before the agent came).
+STACKS: dict[str, tuple[str, str]] = {
+    "static": ("base",
+               f"printf 'nameserver {VPC}\\nsearch ec2.internal\\n' > /etc/resolv.conf"),
+    "resolvconf": ("ifupdown-dhclient", DHCP),
+    # The classic host without resolvconf: dhclient-script writes resolv.conf itself, and
+    # the agent's options hook must keep its timeouts across renews.
+    "dhclient": ("ifupdown-dhclient",
+                 "dpkg --purge resolvconf >/dev/null 2>&1; rm -f /etc/resolv.conf; "
+                 f"printf 'nameserver {VPC}\\n' > /etc/resolv.conf; " + DHCP),
+    "systemd-resolved": ("resolved",
+                         "ip link add eth1 type veth peer name eth1p; ip link set eth1 up; "
+                         "ip link set eth1p up; ip addr add 169.254.77.2/24 dev eth1; "
+                         f"resolvectl dns eth1 {VPC}; resolvectl domain eth1 ec2.internal; "
+                         "sleep 1"),
+    "networkmanager": ("networkmanager",
+                       "ip link add eth1 type veth peer name eth1p; ip link set eth1p up; "
+                       "nmcli device set eth1 managed yes; "
+                       "nmcli connection add type ethernet ifname eth1 con-name vpc "
+                       "ipv4.method manual ipv4.addresses 169.254.77.2/24 "
+                       f"ipv4.dns {VPC} ipv4.dns-search ec2.internal ipv6.method disabled; "
+                       "nmcli connection up vpc; sleep 2"),
+    "netplan": ("netplan",
+                "mount -o remount,rw /sys; ip link add eth1 type veth peer name eth1p; "
+                "ip link set eth1p up; chmod 600 /etc/netplan/50-cloud-init.yaml; "
+                "netplan apply; sleep 2"),
+}
+
+
+def sh(box: SystemdContainer, script: str, *, check: bool = True, timeout: float = 60) -> str:
+    return box.exec(["sh", "-ec", script], check=check, timeout=timeout).stdout
+
+
+def wait_for(what: str, predicate: Callable[[], bool], timeout: float,
+             interval: float = 0.5) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s")
+
+
+def write_file(box: SystemdContainer, tmp_path: Path, path: str, text: str) -> None:
+    local = tmp_path / (Path(path).name + ".in")
+    local.write_text(text)
+    sh(box, f"mkdir -p {Path(path).parent}")
+    box.copy_in(local, path)
+
+
+def prepare(box: SystemdContainer, wheelhouse: Path, tmp_path: Path,
+            backend: str = "static") -> str:
+    """The agent installed, the fake VPC resolver running, the resolver stack as DHCP or its
+    manager left it; nothing of the agent applied yet. The backend is chosen in agent.toml
+    (where the Ansible role writes it). Returns the agent command."""
+    venv = install_agent(box, wheelhouse)
+    write_file(box, tmp_path, "/root/fake_vpc.py", fake_vpc_resolver_script(VPC, ANSWER))
+    write_file(box, tmp_path, "/etc/systemd/system/fake-vpc-dns.service", FAKE_VPC_UNIT)
+    write_file(box, tmp_path, "/etc/dnscache-agent/agent.toml",
+               AGENT_TOML + f'[resolver]\nbackend = "{backend}"\n')
+    if backend == "netplan":
+        write_file(box, tmp_path, "/etc/netplan/50-cloud-init.yaml", NETPLAN_SOURCE)
+    for unit in (UNIT, "dnscache-agent-repair.service"):
+        write_file(box, tmp_path, f"/etc/systemd/system/{unit}.d/imds-guard.conf", GUARD)
+    # The stock named listens on every address (169.254.169.253 included): stop it before
+    # the fake resolver binds; the agent's config (loopback only) starts it again.
+    sh(box, "systemctl stop named; systemctl daemon-reload; "
+            "systemctl enable --now fake-vpc-dns; sleep 1; systemctl is-active fake-vpc-dns")
+    sh(box, STACKS[backend][1], timeout=120)
+    return f"{venv}/bin/dnscache-agent"
+
+
+def verify_report(box: SystemdContainer, cmd: str) -> dict[str, object]:
+    out = box.exec(["env", IMDS, cmd, "verify", "--json"], check=False, timeout=120)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def failing(report: dict[str, object]) -> list[str]:
+    checks = report["checks"]
+    assert isinstance(checks, list)
+    return [f"{c['name']}: {c['detail']}" for c in checks if not c["ok"]]
+
+
+def owned_paths(report: dict[str, object]) -> list[tuple[str, str]]:
+    """(kind, path) of every file and link the plan owns, from verify's checks."""
+    checks = report["checks"]
+    assert isinstance(checks, list)
+    out = []
+    for c in checks:
+        kind = str(c["name"]).split(" ", 1)[0]
+        if kind in ("file", "link") and c["path"]:
+            out.append((kind, str(c["path"])))
+    return sorted(set(out))
+
+
+def service_ready(box: SystemdContainer) -> bool:
+    out = sh(box, f"systemctl show {UNIT} -p ActiveState -p StatusText", check=False)
+    return "ActiveState=active" in out and "config ok" in out
+
+
+def clobber(box: SystemdContainer, kind: str, path: str) -> None:
+    if kind == "link":
+        sh(box, f"rm -f {path}")
+    elif path.endswith("named.conf.options") or path.endswith("/named.conf"):
+        sh(box, f"cat > {path} <<'EOF'\n{STOCK_OPTIONS}EOF")
+    elif path.endswith("resolv.conf"):
+        sh(box, f"rm -f {path}; printf 'nameserver {VPC}\\nsearch ec2.internal\\n' > {path}")
+    else:
+        # Replaced by rename, as a package upgrade or an editor does.
+        sh(box, f"printf '# replaced by the test\\n' > {path}.new && mv {path}.new {path}")
+
+
+def wired(box: SystemdContainer) -> bool:
+    conf = resolv_conf.parse(sh(box, "cat /etc/resolv.conf", check=False))
+    return bool(conf.nameservers) and conf.nameservers[0] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("backend", list(STACKS))
+def test_every_planned_file_is_repaired_under_the_shipped_units(
+    systemd_container: StartContainer, agent_wheelhouse: Path, tmp_path: Path, backend: str
+) -> None:
+    image = STACKS[backend][0]
+    box = systemd_container(image)
+    cmd = prepare(box, agent_wheelhouse, tmp_path, backend)
+    out = box.exec(["env", IMDS, cmd, "apply"], check=False, timeout=180)
+    assert out.returncode == 0 and "healthy" in out.stdout, out.stdout + out.stderr
+    out = box.exec(["env", IMDS, cmd, "install-service"], check=False, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    wait_for("service READY, config ok", lambda: service_ready(box), 60)
+    report = verify_report(box, cmd)
+    assert report["ok"], failing(report)
+    owned = owned_paths(report)
+    kinds = {p for _, p in owned}
+    assert "/etc/bind/named.conf.options" in kinds and f"/etc/systemd/system/{UNIT}" in kinds
+    assert any(k == "link" for k, _ in owned), owned
+    took: dict[str, float] = {}
+    for kind, path in owned:
+        before = sh(box, f"cat {path} 2>/dev/null || readlink {path} || true")
+        clobber(box, kind, path)
+        assert failing(verify_report(box, cmd)), f"clobbering {path} was not drift"
+        took[path] = wait_for(
+            f"{path} repaired", lambda: not failing(verify_report(box, cmd)),
+            VERIFY_INTERVAL + REPAIR_SLACK, interval=1.0)
+        after = sh(box, f"cat {path} 2>/dev/null || readlink {path} || true")
+        if path not in ("/etc/resolv.conf",):  # a manager may lay it out its own way
+            assert after == before, path
+        assert wired(box)
+    failed = sh(box, "systemctl --failed --no-legend", check=False)
+    assert "dnscache-agent" not in failed, failed
+    repair_log = sh(box, "journalctl -q --no-pager -o cat -u dnscache-agent-repair.service",
+                    check=False)
+    assert "Traceback" not in repair_log and "Operation not permitted" not in repair_log, \
+        repair_log[-3000:]
+    print(f"{backend}: repaired in seconds: " + ", ".join(f"{p} {t:.1f}" for p, t in took.items()))
+
+
+def test_rollback_with_the_service_running_is_final(
+    systemd_container: StartContainer, agent_wheelhouse: Path, tmp_path: Path
+) -> None:
+    box = systemd_container("base")
+    cmd = prepare(box, agent_wheelhouse, tmp_path)
+    before = sh(box, "cat /etc/resolv.conf; cat /etc/bind/named.conf.options")
+    units_before = sh(box, "ls /etc/systemd/system /etc/systemd/system/*.wants")
+    box.exec(["env", IMDS, cmd, "apply"], timeout=180)
+    box.exec(["env", IMDS, cmd, "install-service"], timeout=180)
+    wait_for("service READY", lambda: service_ready(box), 60)
+    out = box.exec(["env", IMDS, cmd, "rollback"], check=False, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"stopped and disabled {UNIT}" in out.stdout, out.stdout
+    assert "rolled back to the pre-agent state" in out.stdout
+    # Nothing comes back: wait well past several verify intervals.
+    time.sleep(3 * VERIFY_INTERVAL)
+    assert sh(box, "cat /etc/resolv.conf; cat /etc/bind/named.conf.options") == before
+    assert sh(box, "ls /etc/systemd/system /etc/systemd/system/*.wants") == units_before
+    states = sh(box, f"systemctl is-active {UNIT} dnscache-agent-repair.path "
+                     "dnscache-agent-repair.service || true")
+    assert set(states.split()) == {"inactive"}, states
+    assert sh(box, "ls /var/lib/dnscache-agent 2>/dev/null || true").strip() == ""
+    assert ANSWER in sh(box, "getent hosts after-rollback.example.test")
+
+
+def test_packer_image_serves_dns_through_the_cache_after_first_boot(
+    systemd_container: StartContainer, agent_wheelhouse: Path, tmp_path: Path
+) -> None:
+    """packaging/packer/install-dnscache-agent.sh's flow: the units are installed and enabled
+    on the builder, no plan is applied; the first boot's repair applies it."""
+    box = systemd_container("base")
+    cmd = prepare(box, agent_wheelhouse, tmp_path)
+    out = box.exec(["env", IMDS, cmd, "install-service", "--no-start"], check=False,
+                   timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "enabled and started" not in out.stdout
+    assert not wired(box)
+    state = box.reboot()
+    assert state in ("running", "degraded")
+    wait_for("first boot: service READY with the plan applied", lambda: service_ready(box)
+             and wired(box), 90, interval=1.0)
+    assert ANSWER in sh(box, "dig +short @127.0.0.1 first-boot.example.test")
+    assert ANSWER in sh(box, "getent hosts first-boot2.example.test")
+    report = verify_report(box, cmd)
+    assert report["ok"], failing(report)
+    repair_log = sh(box, "journalctl -q --no-pager -o cat -u dnscache-agent-repair.service",
+                    check=False)
+    assert re.search(r"wrote /etc/bind/named.conf.options", repair_log), repair_log[-3000:]
