@@ -295,10 +295,16 @@ def write_docs(doc: dict[str, Any], service_md: Path, committed: Path | None) ->
 def render_settings(workdir: Path, cfg: ChangeCostConfig, *, max_ncache_ttl: int | None) -> str:
     """agent.toml for the run: state in the work directory, the daemon verifying every
     `verify_interval` s, and (for the reload phase) a changed negative-cache TTL."""
+    from bench.peers import has_packaged_pacer
+
     extra = f"max_ncache_ttl = {max_ncache_ttl}\n" if max_ncache_ttl is not None else ""
-    return (f'[agent]\nstate_dir = "{workdir}/state"\n\n'
+    text = (f'[agent]\nstate_dir = "{workdir}/state"\n\n'
             f'[cache]\nhealth_name = "h1.vpc.test"\n{extra}\n'
             f"[daemon]\nverify_interval = {cfg.verify_interval}\n")
+    if has_packaged_pacer():  # as shipped, with its files in the run's directory
+        text += (f'\n[pacer]\nstats_file = "{workdir}/pacer-stats.json"\n'
+                 f'warm_file = "{workdir}/pacer-warm.json"\n')
+    return text
 
 
 class Runner:

@@ -11,7 +11,9 @@ socket loop at the same rate), `bench/loadgen.py` offers `--qps` distinct names 
 (each one a cache miss, so one upstream packet each), and the subject forwards them. The
 packaged pacer (as `dnscache-agent pacer` and as `dnscache-agent-pacer`, which skips the
 CLI's imports) gets `[budget] limit_pps = 2 x qps` so the rate is set by the offer, not the
-bucket. CPU is (user + system) time over the wall time, RSS sampled every second, as
+bucket. Each subject is also measured idle for 5 s first (the prototype ticks every 1 ms;
+the packaged pacer sleeps until a token or a packet is due). CPU is (user + system) time over
+the wall time, RSS sampled every second, as
 `bench/daemon_cost.py` reports the daemon. Prints JSON; only this CLI prints.
 """
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 UPSTREAM = "127.0.0.2"
+IDLE_SECONDS = 5.0
 
 RESPONDER = r"""
 import socket, struct, sys, time
@@ -126,6 +129,7 @@ def measure_subject(ns: Namespace, tmp: Path, name: str, argv: list[str], ready:
     wait_for(lambda: ready() or proc.poll() is not None, 20, name)
     if proc.poll() is not None:
         raise RuntimeError(f"{name} exited: {(tmp / f'{name}.log').read_text()[-2000:]}")
+    idle = measure(proc.pid, IDLE_SECONDS)  # no load: what waiting costs
     out = tmp / f"{name}-load.json"
     warmup = 2.0
     load = ns.popen([sys.executable, "-m", "bench.loadgen", "--server", address, "--port",
@@ -150,7 +154,8 @@ def measure_subject(ns: Namespace, tmp: Path, name: str, argv: list[str], ready:
     load.wait(seconds + 60)
     stop(proc)
     result = json.loads(out.read_text()) if out.exists() else {}
-    return {"subject": subject, "responder": figures["responder"],
+    return {"subject": subject, "idle": {k: idle[k] for k in ("cpu_pct_one_core", "rss_mb_max")},
+            "responder": figures["responder"],
             "upstream_pps": round(upstream, 1),
             "load": {k: result.get(k) for k in ("achieved_qps", "sent", "lost", "failed")}}
 
@@ -194,6 +199,8 @@ def run(qps: int, seconds: float) -> dict[str, Any]:
                     prototype["subject"]["cpu_pct_one_core"], 1e-6), 3),
                 "pacer_cpu_vs_bare_responder": round(cpu / max(
                     packaged["responder"]["cpu_pct_one_core"], 1e-6), 3),
+                "pacer_idle_cpu_vs_prototype": round(packaged["idle"]["cpu_pct_one_core"] / max(
+                    prototype["idle"]["cpu_pct_one_core"], 1e-6), 3),
             },
         }
     finally:

@@ -93,14 +93,29 @@ def dnsmasq_argv(workdir: Path, forwarder: str = AMAZON_DNS,
             f"--pid-file={workdir}/dnsmasq.pid", f"--log-facility={workdir}/dnsmasq.log"]
 
 
+def has_packaged_pacer() -> bool:
+    """Whether this tree's agent has the `[pacer]` settings (the shipped budget pacer)."""
+    from dnscache_agent import settings
+
+    return hasattr(settings, "PacerSettings")
+
+
 def agent_settings(workdir: Path, health_name: str = "h1.vpc.test",
-                   forwarders: Sequence[str] = (), extra: str = "") -> str:
+                   forwarders: Sequence[str] = (), extra: str = "",
+                   pacer: bool | None = True) -> str:
     """The agent's settings file for the bench: state kept in the run's work directory;
-    `extra` is more `[cache]` lines."""
+    `extra` is more `[cache]` lines. With the packaged pacer (`pacer` None: the tree has
+    none), its stats and warm files go to the work directory too (not the host's /run and
+    /var), or `pacer=False` turns it off."""
     fwd = ("forwarders = [" + ", ".join(f'"{f}"' for f in forwarders) + "]\n"
            if forwarders else "")
-    return (f'[agent]\nstate_dir = "{workdir}/state"\n\n'
+    text = (f'[agent]\nstate_dir = "{workdir}/state"\n\n'
             f'[cache]\nhealth_name = "{health_name}"\n{fwd}{extra}')
+    if pacer is not None:
+        text += (f'\n[pacer]\nenabled = {"true" if pacer else "false"}\n'
+                 f'stats_file = "{workdir}/pacer-stats.json"\n'
+                 f'warm_file = "{workdir}/pacer-warm.json"\n')
+    return text
 
 
 class Peer(ABC):
@@ -265,6 +280,7 @@ class Agent(Peer):
     is_agent = True
     forwarders: tuple[str, ...] = ()
     extra_settings = ""
+    packaged_pacer = True  # as shipped: on where the tree has it
 
     def __init__(self, vpc: SimulatedVpc, workdir: Path, pid_file: Path = Path(
             "/run/named/named.pid")) -> None:
@@ -282,9 +298,9 @@ class Agent(Peer):
     def start(self) -> None:
         if not self.applied:
             self.workdir.mkdir(parents=True, exist_ok=True)
-            self.settings.write_text(agent_settings(self.workdir,
-                                                    forwarders=self.forwarders,
-                                                    extra=self.extra_settings))
+            self.settings.write_text(agent_settings(
+                self.workdir, forwarders=self.forwarders, extra=self.extra_settings,
+                pacer=self.packaged_pacer if has_packaged_pacer() else None))
         cp = self._agent("apply")
         if cp.returncode != 0:
             raise RuntimeError(f"dnscache-agent apply failed: {cp.stdout}{cp.stderr}")
@@ -337,8 +353,9 @@ class AgentPaced(Agent):
     the Amazon resolver under the budget (a prototype of a mechanism the agent could ship)."""
 
     name = "agent+pacer"
-    label = "dnscache-agent + pacer"
+    label = "dnscache-agent + pacer prototype"
     forwarders = (PACER_ADDR,)
+    packaged_pacer = False  # the prototype alone, not both in a row
     # Misses now wait in the pacer's queue instead of being lost, and each waiting miss
     # holds one of named's recursion slots: at 5000 qps cold, 2000 slots (the 2-vCPU
     # default) dropped 30% of lookups, 10000 slots 0.55%.
@@ -374,11 +391,28 @@ class AgentPaced(Agent):
                 proc.wait(5)
 
 
+class AgentNoPacer(Agent):
+    """The agent with its shipped pacer turned off (`[pacer] enabled = false`): the
+    difference to "agent" is what the pacer does."""
+
+    name = "agent-nopacer"
+    label = "dnscache-agent, pacer off"
+    packaged_pacer = False
+
+
 PEERS: dict[str, type[Peer]] = {
     "nocache": NoCache,
     "bind9": BindDefaults,
     "unbound": UnboundDefaults,
     "dnsmasq": Dnsmasq,
     "agent": Agent,
+    "agent-nopacer": AgentNoPacer,
     "agent+pacer": AgentPaced,
 }
+
+
+def default_peers() -> tuple[str, ...]:
+    """The peers of a full run: with the packaged pacer, the agent with it on and off;
+    before it, the agent and the prototype pacer."""
+    agents = ("agent-nopacer", "agent") if has_packaged_pacer() else ("agent", "agent+pacer")
+    return ("nocache", "bind9", "unbound", "dnsmasq", *agents)

@@ -19,8 +19,11 @@ from .plan_model import SERVICE_OWNER, FileChange, LinkChange, ServicePlan
 
 UNIT_DIR = "/etc/systemd/system"
 MAIN_UNIT = "dnscache-agent.service"
-#: Start order; stop order is the reverse. Units not shipped are left out.
-UNIT_ORDER = ("dnscache-agent-pacer.service", "dnscache-agent-repair.path", MAIN_UNIT)
+#: The pacer's unit: part of the cache itself, so the plan holds it whenever the pacer is
+#: enabled on a systemd host (not only after install-service).
+PACER_UNIT = "dnscache-agent-pacer.service"
+#: install-service's units, in start order; stop order is the reverse.
+UNIT_ORDER = ("dnscache-agent-repair.path", MAIN_UNIT)
 #: The command path written in the shipped units; replaced by the installed one.
 SHIPPED_COMMAND = "/usr/local/bin/dnscache-agent"
 UNIT_SUFFIXES = (".service", ".path", ".timer", ".socket")
@@ -89,14 +92,24 @@ def wanted_by(text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def plan_units(units: Mapping[str, str], command: str, *, owner: str,
+               unit_dir: str = UNIT_DIR) -> tuple[tuple[FileChange, ...], tuple[LinkChange, ...]]:
+    """Unit files with `command` in ExecStart=, and the links `systemctl enable` makes
+    (pure)."""
+    files = tuple(FileChange(f"{unit_dir}/{name}", render_unit(text, command).encode(),
+                             mode=0o644, owner=owner)
+                  for name, text in sorted(units.items()))
+    links = tuple(LinkChange(f"{unit_dir}/{target}.wants/{name}", f"{unit_dir}/{name}", owner)
+                  for name, text in sorted(units.items()) for target in wanted_by(text))
+    return files, links
+
+
 def plan_service(units: Mapping[str, str], command: str, *, start: bool = False,
                  unit_dir: str = UNIT_DIR,
                  ) -> tuple[tuple[FileChange, ...], tuple[LinkChange, ...], ServicePlan]:
-    """The unit files, their [Install] links and the service actions (pure)."""
-    files = tuple(FileChange(f"{unit_dir}/{name}", render_unit(text, command).encode(),
-                             mode=0o644, owner=SERVICE_OWNER)
-                  for name, text in sorted(units.items()))
-    links = tuple(LinkChange(f"{unit_dir}/{target}.wants/{name}", f"{unit_dir}/{name}")
-                  for name, text in sorted(units.items()) for target in wanted_by(text))
-    order = tuple(u for u in UNIT_ORDER if u in units)
+    """install-service's unit files, their [Install] links and the service actions (pure).
+    The pacer's unit is not among them: the cache's own plan holds it."""
+    mine = {name: text for name, text in units.items() if name != PACER_UNIT}
+    files, links = plan_units(mine, command, owner=SERVICE_OWNER, unit_dir=unit_dir)
+    order = tuple(u for u in UNIT_ORDER if u in mine)
     return files, links, ServicePlan(order, MAIN_UNIT, command, start)

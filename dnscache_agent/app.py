@@ -7,6 +7,7 @@ import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 from . import agent_units, host_facts, planner
 from .checkpoint import StateStore
@@ -15,7 +16,8 @@ from .errors import ApplyError, ConfigError, DnscacheError
 from .health import Health, wait_healthy
 from .host_facts import Facts
 from .imds import ImdsClient
-from .plan_model import Plan
+from .pacer_service import PacerService, pacer_for_host, port_open, probe
+from .plan_model import PacerPlan, Plan
 from .platform import profile_for
 from .rootfs import Root
 from .services import NamedService, for_host, units_for_host
@@ -116,8 +118,37 @@ class Agent:
 
     def plan(self, service: planner.ServiceInstall | None = None) -> Plan:
         """The plan for this host; with the agent's units when installed (or `service`)."""
-        return planner.build_plan(self.facts, self.settings,
-                                  service or self.installed_service())
+        service = service or self.installed_service()
+        command = service.exec_path if service else agent_units.installed_command()
+        return planner.build_plan(self.facts, self.settings, service, command=command)
+
+    def pacer_service(self, plan: PacerPlan) -> PacerService:
+        return pacer_for_host(self.root, plan, self.runner)
+
+    def pacer_status(self, plan: Plan) -> Callable[[], tuple[bool, str]] | None:
+        """verify's live pacer check for this plan (None when there is no pacer to check)."""
+        pacer_plan = plan.pacer
+        if pacer_plan is None or not self.root.is_live:
+            return None
+
+        def status() -> tuple[bool, str]:
+            where = f"{pacer_plan.listen}:{pacer_plan.port}"
+            svc = self.pacer_service(pacer_plan)
+            if not svc.is_active():
+                return False, f"not running ({svc.name})"
+            if not port_open(pacer_plan):
+                return False, f"running ({svc.name}) but nothing accepts on {where}"
+            record = self.state_store().original.meta.get("pacer")
+            ran = record.get("digest") if isinstance(record, dict) else None
+            if ran and ran != pacer_plan.digest:
+                return False, (f"running ({svc.name}) with older settings ({ran}, the plan "
+                               f"has {pacer_plan.digest}): it needs a restart")
+            return True, f"running ({svc.name}), listening on {where}"
+
+        return status
+
+    def pacer_health(self, plan: PacerPlan) -> Health:
+        return probe(plan, self.settings.cache.health_name)
 
     def health(self) -> Health:
         return wait_healthy(self.settings.cache.health_name)
@@ -126,7 +157,8 @@ class Agent:
         return Transaction(self.root, self.facts.profile, runner=self.runner,
                            service=self.service, health_check=self.health,
                            store=self.state_store(),
-                           units=units_for_host(self.root, self.runner))
+                           units=units_for_host(self.root, self.runner),
+                           pacer_factory=self.pacer_service, pacer_health=self.pacer_health)
 
     def service_plan(self, service: planner.ServiceInstall) -> Plan:
         """Only the agent's units (install-service): needs no facts, so an image build
@@ -206,7 +238,9 @@ class Agent:
     def verify(self) -> VerifyReport:
         live = self.root.is_live
         systemd = live and self.service.name == "systemd"
-        return verify(self.facts, self.settings, self.plan(), self.root,
+        plan = self.plan()
+        return verify(self.facts, self.settings, plan, self.root,
+                      pacer=self.pacer_status(plan),
                       named_active=self.service.is_active if live else None,
                       health=self.health if live else None,
                       stats_ok=self.stats_channel if live else None,

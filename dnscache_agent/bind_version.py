@@ -20,6 +20,9 @@ OPTION_SINCE: dict[str, Version] = {
     "stale-cache-enable": (9, 16, 17),
     # A non-zero stale-answer-client-timeout (0 has its own CVEs and is never rendered).
     "stale-answer-client-timeout-nonzero": (9, 16, 13),
+    # `plugin query "filter-aaaa.so"` (a build option before 9.14, a plugin since; the
+    # distributions we support ship it from 9.16: Debian 12, AL2023, RHEL 9).
+    "filter-aaaa-plugin": (9, 16, 0),
 }
 
 # option → [first broken, first fixed) version ranges where using it is unsafe.

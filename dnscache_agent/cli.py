@@ -107,6 +107,8 @@ def _print_apply(report: ApplyReport) -> None:
         return
     for path in report.changed:
         print(f"changed {path}")
+    if report.pacer_action:
+        print(f"pacer {report.pacer_action}")
     if report.service_action:
         print(f"named {report.service_action}")
     for line in report.unit_actions:
@@ -127,6 +129,8 @@ def cmd_rollback(agent: Agent, args: argparse.Namespace) -> int:
         print(f"restored {path}")
     if report.service_action:
         print(f"named {report.service_action}")
+    if report.pacer_action:
+        print(f"pacer {report.pacer_action}")
     print("rolled back to the pre-agent state")
     return 0
 
@@ -312,6 +316,38 @@ def cmd_pacer(agent: Agent, args: argparse.Namespace) -> int:
     return run_pacer(agent.settings, agent.root, args)
 
 
+def cmd_top(agent: Agent, args: argparse.Namespace) -> int:
+    """Where the upstream budget goes: the pacer's tally (top.json next to its stats file)
+    with each class's fix named against this host's settings and bind."""
+    from pathlib import Path
+
+    from .bind_version import BindFeatures
+    from .stats.top import FixContext, render_top, with_fixes
+    from .stats.top_file import read_top, top_path
+
+    s = agent.settings
+    path = Path(args.file) if args.file else top_path(agent.root.path(s.pacer.stats_file))
+    top = read_top(path)
+    if top is None:
+        raise DnscacheError(f"{path}: no current figures: the pacer, which tallies upstream "
+                            "questions, is not running ([pacer] enabled, "
+                            "dnscache-agent-pacer.service)")
+    version = agent.facts.bind.version if agent.facts.bind.installed else None
+    context = FixContext(min_ncache_ttl=s.cache.min_ncache_ttl,
+                         min_cache_ttl=s.cache.min_cache_ttl, filter_aaaa=s.cache.filter_aaaa,
+                         filter_aaaa_available=BindFeatures(version).supports(
+                             "filter-aaaa-plugin"))
+    report = top.reports.get(args.window)
+    if report is None:
+        raise DnscacheError(f"{path}: no {args.window} window")
+    report = with_fixes(report, top.policy, top.short_ttl, context)
+    if args.json:
+        print(json.dumps({"time": top.time, **report.as_dict()}, indent=2))
+    else:
+        sys.stdout.write(render_top(report, names=args.names))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dnscache-agent",
@@ -411,6 +447,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_pacer_arguments(p)
     p.set_defaults(func=cmd_pacer)
+    p = sub.add_parser("top", parents=[common],
+                       help="where the upstream budget goes: the (name, type) pairs and query "
+                            "classes that sent the most packets, and each class's fix")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--window", choices=("minute", "hour"), default="minute")
+    p.add_argument("--names", type=int, default=10, help="names to show (default 10)")
+    p.add_argument("--file", metavar="PATH",
+                   help="the pacer's top.json (default: next to [pacer] stats_file)")
+    p.set_defaults(func=cmd_top)
     return parser
 
 

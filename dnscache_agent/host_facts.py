@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -62,6 +63,9 @@ class Facts:
     ec2: Ec2Facts | None
     resolver: Detection
     view: HostView
+    # "systemd" when systemd manages services here (PID 1 on a live host; installed in a
+    # staged tree), else "none": the agent then starts and supervises its processes itself.
+    init: str = "none"
 
 
 def read_os_release(root: Root) -> OsRelease:
@@ -185,7 +189,20 @@ def gather(root: Root, settings: Settings, *, runner: Runner | None = None,
         ec2=ec2,
         resolver=detection,
         view=view,
+        init=read_init(root),
     )
+
+
+#: Where systemd's own binary is in a staged tree (merged /usr or not).
+SYSTEMD_BINARIES = ("/usr/lib/systemd/systemd", "/lib/systemd/systemd")
+
+
+def read_init(root: Root) -> str:
+    """"systemd" when systemd runs the services of this host: PID 1 on a live root, installed
+    in a staged tree (an image boots with it); "none" otherwise."""
+    if root.is_live:
+        return "systemd" if Path("/run/systemd/system").is_dir() else "none"
+    return "systemd" if any(root.exists(p) for p in SYSTEMD_BINARIES) else "none"
 
 
 def to_dict(facts: Facts) -> dict[str, object]:

@@ -98,8 +98,10 @@ class AgentPort:
             self.agent.refresh()
         agent = self.agent
         live = agent.root.is_live
-        report = verify(agent.facts, agent.settings, agent.plan(), agent.root,
-                        named_active=agent.service.is_active if live else None)
+        plan = agent.plan()
+        report = verify(agent.facts, agent.settings, plan, agent.root,
+                        named_active=agent.service.is_active if live else None,
+                        pacer=agent.pacer_status(plan))
         return [c for c in report.checks if not c.ok]
 
     def health(self) -> Health:

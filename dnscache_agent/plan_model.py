@@ -62,6 +62,21 @@ class ServicePlan:
 
 
 @dataclass(frozen=True)
+class PacerPlan:
+    """The budget-pacing forwarder named forwards to (dnscache_agent/pacer). `unit` is its
+    systemd unit when systemd runs services here; otherwise the agent starts and supervises
+    the process itself (`argv`)."""
+
+    listen: str
+    port: int
+    unit: str | None
+    argv: tuple[str, ...]
+    # A digest of every setting the pacer runs with (resolvers, budget, margin, warm list):
+    # a change restarts it, and verify reports a pacer still running with older ones.
+    digest: str = ""
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything the host should hold. The transaction carries it out, `verify` compares the
     host with it, the daemon repairs from it, and rollback reverses what it wrote.
@@ -78,6 +93,7 @@ class Plan:
     regenerated: frozenset[str] = frozenset()
     links: tuple[LinkChange, ...] = ()
     service: ServicePlan | None = None
+    pacer: PacerPlan | None = None
 
     def bind_files(self) -> tuple[FileChange, ...]:
         return tuple(f for f in self.files if f.owner == "bind")
@@ -85,12 +101,18 @@ class Plan:
     def unit_files(self) -> tuple[FileChange, ...]:
         return tuple(f for f in self.files if f.owner == SERVICE_OWNER)
 
+    def pacer_files(self) -> tuple[FileChange, ...]:
+        return tuple(f for f in self.files if f.owner == PACER_OWNER)
+
     def resolver_files(self) -> tuple[FileChange, ...]:
-        return tuple(f for f in self.files if f.owner not in ("bind", SERVICE_OWNER))
+        return tuple(f for f in self.files
+                     if f.owner not in ("bind", SERVICE_OWNER, PACER_OWNER))
 
 
 #: `FileChange.owner` of the agent's own unit files.
 SERVICE_OWNER = "service"
+#: `FileChange.owner` (and `LinkChange.owner`) of the pacer's unit.
+PACER_OWNER = "pacer"
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,8 @@ class CacheSettings:
     min_cache_ttl: int = 0
     min_ncache_ttl: int = 0
     max_ncache_ttl: int = 300
+    # bind's filter-aaaa plugin for IPv4 clients (9.16+; older versions: left out, noted).
+    filter_aaaa: bool = False
     statistics_port: int = 8053
     health_name: str = "amazonaws.com"
 
@@ -113,7 +115,7 @@ class PacerSettings:
     listen: str = "127.0.0.1"
     port: int = 5354
     margin_pct: float = 5.0
-    burst: int = 3
+    burst: int = 4
     stats_file: str = "/run/dnscache-agent-pacer/stats.json"
     warm_file: str = "/var/lib/dnscache-agent-pacer/warm.json"
     warm_seed: str = ""
@@ -397,6 +399,7 @@ SCHEMA: dict[str, tuple[type, _Schema]] = {
         "min_cache_ttl": _int(0, 90),
         "min_ncache_ttl": _int(0, 90),
         "max_ncache_ttl": _int(0, 7 * 86400),
+        "filter_aaaa": _bool,
         "statistics_port": _listen_port(zero_disables=False),
         "health_name": _pattern(_DOMAIN_RE, "domain name"),
     }),

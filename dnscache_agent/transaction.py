@@ -23,7 +23,17 @@ from .checkpoint import Checkpoint, StateStore
 from .commands import Runner
 from .errors import ApplyError, DnscacheError, StateError, ValidationError
 from .health import Health
-from .plan_model import Command, FileChange, FileDiff, LinkChange, Plan, Validator
+from .pacer_service import NoPacer, PacerService, from_record
+from .plan_model import (
+    PACER_OWNER,
+    Command,
+    FileChange,
+    FileDiff,
+    LinkChange,
+    PacerPlan,
+    Plan,
+    Validator,
+)
 from .platform import PlatformProfile
 from .rootfs import Root
 from .services import AgentUnits, NamedService, NoUnits
@@ -45,19 +55,22 @@ REPAIR_SERVICE = "dnscache-agent-repair.service"
 class ApplyReport:
     changed: list[str] = field(default_factory=list)
     service_action: str | None = None
+    pacer_action: str | None = None
     health: Health | None = None
     recovered: list[str] = field(default_factory=list)
     unit_actions: list[str] = field(default_factory=list)
 
     @property
     def nothing_to_do(self) -> bool:
-        return not self.changed and self.service_action is None and not self.unit_actions
+        return (not self.changed and self.service_action is None and not self.unit_actions
+                and self.pacer_action is None)
 
 
 @dataclass
 class RollbackReport:
     restored: list[str] = field(default_factory=list)
     service_action: str | None = None
+    pacer_action: str | None = None
     had_state: bool = True
     unit_actions: list[str] = field(default_factory=list)
 
@@ -121,7 +134,9 @@ class Transaction:
 
     def __init__(self, root: Root, profile: PlatformProfile, *, runner: Runner,
                  service: NamedService, health_check: Callable[[], Health],
-                 store: StateStore | None = None, units: AgentUnits | None = None) -> None:
+                 store: StateStore | None = None, units: AgentUnits | None = None,
+                 pacer_factory: Callable[[PacerPlan], PacerService] | None = None,
+                 pacer_health: Callable[[PacerPlan], Health] | None = None) -> None:
         self.root = root
         self.profile = profile
         self.runner = runner
@@ -129,6 +144,8 @@ class Transaction:
         self.health_check = health_check
         self.store = store or StateStore(root)
         self.units = units or NoUnits(runner)
+        self.pacer_factory = pacer_factory or (lambda plan: NoPacer(root, plan, runner))
+        self.pacer_health = pacer_health or (lambda plan: Health(True, "pacer not probed"))
 
     # --- recovery -------------------------------------------------------------------------
 
@@ -276,9 +293,10 @@ class Transaction:
         """Make the host match `plan`. Raises ValidationError (nothing touched) or ApplyError
         (everything restored).
 
-        Order, so no step costs a lookup: bind's files, then named is reloaded (started the
-        first time) and must answer; only then does the resolver wiring point at it; the
-        agent's own units come last (they watch the result)."""
+        Order, so no step costs a lookup: the pacer first (started, and it must answer before
+        named is pointed at it); then bind's files, and named is reloaded (started the first
+        time) and must answer; only then does the resolver wiring point at it; the agent's
+        own units come last (they watch the result)."""
         report = ApplyReport(recovered=self.recover())
         if not plan.bind_installed:
             raise ApplyError(f"{self.profile.named_binary}: {self.profile.package} is not "
@@ -287,14 +305,26 @@ class Transaction:
         bind_files = [f for f in plan.bind_files() if f.path in changes]
         resolver_files = [f for f in plan.resolver_files() if f.path in changes]
         unit_files = [f for f in plan.unit_files() if f.path in changes]
+        pacer_files = [f for f in plan.pacer_files() if f.path in changes]
         links = [lk for lk in plan.links if self.root.readlink(lk.path) != lk.target]
+        pacer_links = [lk for lk in links if lk.owner == PACER_OWNER]
+        links = [lk for lk in links if lk.owner != PACER_OWNER]
+        pacer = (self.pacer_factory(plan.pacer) if plan.pacer is not None and self.root.is_live
+                 else None)
+        pacer_was_active = pacer.is_active() if pacer is not None else True
+        pacer_stale = (pacer is not None and plan.pacer is not None and pacer_was_active
+                       and self.recorded_pacer_digest() not in (None, plan.pacer.digest))
+        # A running pacer restarted on new settings must be restarted again on the restored
+        # ones if anything after it fails (its own health check included).
+        pacer_restarts = pacer_was_active and bool(pacer_files or pacer_links or pacer_stale)
         meta_fixes = [(f, m) for f, m in self._meta_drift(plan) if f.path not in changes]
         # A plan without bind's files (install-service's units only) leaves named alone.
         manages_named = bool(plan.bind_files())
         was_active = self.service.is_active()
         start_units = self._units_to_start(plan)
-        if not changes and not links and not meta_fixes and not start_units and (
-                was_active or not manages_named or not self.root.is_live):
+        if not changes and not links and not pacer_links and not meta_fixes and \
+                not start_units and pacer_was_active and not pacer_stale and (
+                    was_active or not manages_named or not self.root.is_live):
             if self.root.is_live and manages_named:
                 report.health = self.health_check()
             return report
@@ -303,11 +333,21 @@ class Transaction:
         # Recorded before any host file is touched, so recovery after a kill knows them too.
         self.store.journal.set_meta(
             "new_in_original",
-            sorted(p for p in changes | {lk.path for lk in links} | {f.path for f, _ in meta_fixes}
-                   if not original.has(p)))
-        self._record_for_rollback(plan, was_active)
+            sorted(p for p in changes | {lk.path for lk in links + pacer_links}
+                   | {f.path for f, _ in meta_fixes} if not original.has(p)))
+        self._record_for_rollback(plan, was_active, pacer)
         with trap_signals():
             try:
+                for f in pacer_files:
+                    self._write(f)
+                    report.changed.append(f.path)
+                for lk in pacer_links:
+                    self._link(lk)
+                    report.changed.append(lk.path)
+                if pacer is not None:
+                    report.pacer_action = self._start_pacer(
+                        pacer, bool(pacer_files or pacer_links), pacer_was_active,
+                        restart=pacer_stale)
                 for f in bind_files:
                     self._write(f)
                     report.changed.append(f.path)
@@ -337,12 +377,53 @@ class Transaction:
                                                         start_units)
             except BaseException as exc:
                 restored = self._undo(plan, was_active)
+                if pacer is not None and not pacer_was_active:
+                    pacer.stop()
+                elif pacer is not None and pacer_restarts:
+                    # Back on the settings file the undo restored.
+                    self._restart_quietly(pacer)
                 reason = str(exc) or type(exc).__name__
                 raise ApplyError(f"{reason}; rolled back {len(restored)} file(s)") from exc
         self.store.journal.discard()
+        if pacer is not None:
+            self.store.original.set_meta("pacer", pacer.record())
         return report
 
-    def _record_for_rollback(self, plan: Plan, was_active: bool) -> None:
+    def _restart_quietly(self, pacer: PacerService) -> None:
+        try:
+            if pacer.name == "systemd":
+                self.units.daemon_reload()
+            pacer.restart()
+        except DnscacheError as exc:
+            log.error("pacer: restart on the restored settings failed: %s", exc)
+
+    def recorded_pacer_digest(self) -> str | None:
+        """The settings digest of the pacer the agent last started (None: none recorded)."""
+        record = self.store.original.meta.get("pacer")
+        digest = record.get("digest") if isinstance(record, dict) else None
+        return digest if isinstance(digest, str) else None
+
+    def _start_pacer(self, pacer: PacerService, changed: bool, was_active: bool, *,
+                     restart: bool = False) -> str | None:
+        """Start (or restart, when its unit or settings changed) the pacer; it must answer
+        through to the resolver before named is pointed at it."""
+        assert pacer.plan is not None
+        action = None
+        if changed and pacer.name == "systemd":
+            self.units.daemon_reload()
+        if not was_active:
+            pacer.start()
+            action = "started"
+        elif changed or restart:
+            pacer.restart()
+            action = "restarted"
+        health = self.pacer_health(pacer.plan)
+        if not health.ok:
+            raise ApplyError(f"health check through the pacer failed: {health.detail}")
+        return action
+
+    def _record_for_rollback(self, plan: Plan, was_active: bool,
+                             pacer: PacerService | None = None) -> None:
         """What rollback needs besides the files, so it works from the checkpoint alone (even
         when agent.toml is gone or invalid): named's state before the agent, the resolver
         manager's activation commands, and the agent units to stop."""
@@ -352,6 +433,12 @@ class Transaction:
         activate = [{"argv": list(c.argv), "optional": c.optional} for c in plan.activate]
         if original.meta.get("activate") != activate:
             original.set_meta("activate", activate)
+        if pacer is not None:
+            # The digest of the settings it runs with is recorded only once they are
+            # committed (below): an undone apply leaves it on the old ones.
+            record = {**pacer.record(), "digest": self.recorded_pacer_digest() or ""}
+            if original.meta.get("pacer") != record:
+                original.set_meta("pacer", record)
         if plan.service is not None:
             known = list(original.meta.get("units") or [])
             units = known + [u for u in plan.service.units if u not in known]
@@ -438,5 +525,24 @@ class Transaction:
             elif self.service.is_active():
                 self.service.stop()
                 report.service_action = "stopped"
+            # Last: named no longer forwards to it.
+            report.pacer_action = self._stop_recorded_pacer(original)
         self.store.clear()
         return report
+
+    def _stop_recorded_pacer(self, original: Checkpoint) -> str | None:
+        record = original.meta.get("pacer")
+        if record is None:
+            return None
+        try:
+            if not isinstance(record, dict):
+                raise ValueError(record)
+            pacer = from_record(self.root, record, self.runner)
+        except (ValueError, TypeError):
+            raise StateError(f"{original.dir / 'manifest.json'}: meta.pacer is not a pacer "
+                             "record; restore it from a backup, or move it aside and rerun"
+                             ) from None
+        if not pacer.is_active():
+            return None
+        pacer.stop()
+        return "stopped"

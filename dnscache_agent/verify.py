@@ -28,6 +28,7 @@ LISTENS_LOOPBACK = "named listens on loopback only"
 FORWARDERS = "forwarders"
 RESOLVER_WIRING = "resolver wiring"
 CACHE_ANSWERS = "cache answers"
+PACER_RUNNING = "pacer running"
 CACHE_HIT = "cache hit"
 STATISTICS_CHANNEL = "statistics channel"
 STATISTICS_LOOPBACK = "statistics channel on loopback only"
@@ -215,6 +216,20 @@ def parse_forwarding(text: str) -> tuple[str | None, tuple[str, ...]]:
     if block:
         servers = tuple(e.split()[0] for e in block.group(1).split(";") if e.strip())
     return (mode.group(1) if mode else None), servers
+
+
+def check_named_forwarding(text: str | None, settings: Settings, path: str) -> Check:
+    """named forwards only to the pacer when it is on (every miss must pass the packet
+    budget), else only to the configured resolvers."""
+    if not settings.pacer.enabled:
+        return check_forwarders(text, settings.all_forwarders, path)
+    listen, port = settings.pacer.listen, settings.pacer.port
+    check = check_forwarders(text, (listen,), path)
+    if check.ok and text is not None and not re.search(
+            rf"\b{re.escape(listen)}\s+port\s+{port}\s*;", _COMMENTS.sub(" ", text)):
+        return replace(check, ok=False, detail=f"forwards to {listen}, but not to the pacer's "
+                       f"port {port}", fix="run `dnscache-agent apply`")
+    return check
 
 
 def check_forwarders(text: str | None, allowed: Sequence[str], path: str) -> Check:
@@ -461,7 +476,8 @@ def verify(facts: Facts, settings: Settings, plan: Plan, root: Root, *,
            named_enabled: Callable[[], bool] | None = None,
            listeners: Callable[[], Sequence[Listener]] | None = None,
            query: Callable[[str, str, bool], Answer] | None = None,
-           addresses: Callable[[], Sequence[str]] | None = None) -> VerifyReport:
+           addresses: Callable[[], Sequence[str]] | None = None,
+           pacer: Callable[[], tuple[bool, str]] | None = None) -> VerifyReport:
     """All checks; live probes (service, sockets, queries, statistics channel) only when
     given. `query(server, name, recurse)` is one DNS query; `addresses()` the host's
     non-loopback addresses probed for answers (configured forwarders are skipped)."""
@@ -472,7 +488,7 @@ def verify(facts: Facts, settings: Settings, plan: Plan, root: Root, *,
     checks += check_modes(plan, root, StateStore(root, settings.agent.state_dir),
                           plan.regenerated)
     options = facts.profile.options_path
-    checks.append(check_forwarders(root.read_text(options), settings.all_forwarders, options))
+    checks.append(check_named_forwarding(root.read_text(options), settings, options))
     checks.append(check_resolver(facts, settings, root))
     if named_enabled is not None:
         enabled = named_enabled()
@@ -489,6 +505,12 @@ def verify(facts: Facts, settings: Settings, plan: Plan, root: Root, *,
         checks.append(check_listeners(sockets, process=process,
                                       port=settings.cache.statistics_port,
                                       name=STATISTICS_LOOPBACK, need=("tcp",)))
+    if pacer is not None:
+        ok, detail = pacer()
+        checks.append(Check(PACER_RUNNING, ok, detail, None, None,
+                            "" if ok else "run `dnscache-agent apply` (it starts the pacer); "
+                            "see the pacer's log (journalctl -u dnscache-agent-pacer, or "
+                            "/run/dnscache-agent-pacer/pacer.log without systemd)"))
     if health is not None:
         h = health()
         checks.append(Check(CACHE_ANSWERS, h.ok, h.detail))

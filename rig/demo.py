@@ -42,8 +42,7 @@ def run(qps: int, seconds: float, out: Callable[[str], None]) -> int:
     agent = [*env, sys.executable, "-m", "dnscache_agent"]
     with SimulatedVpc.create(limit_pps=1024, name_prefix="demo", imds=True) as vpc:
         settings = vpc.workdir / "agent.toml"
-        settings.write_text(f'[agent]\nstate_dir = "{vpc.workdir}/state"\n\n'
-                            '[cache]\nhealth_name = "h1.vpc.test"\n')
+        settings.write_text(vpc.agent_toml('[cache]\nhealth_name = "h1.vpc.test"\n'))
         cfg = ["--config", str(settings)]
         queries = zipf_queries(workload_records(vpc.zone), 200_000, seed=7)
         qfile = write_queries_file(vpc.workdir / "queries.txt", queries)

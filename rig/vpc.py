@@ -41,7 +41,12 @@ DEFAULT_RESOLV_CONF = "nameserver 169.254.169.253\nsearch ec2.internal\n"
 # Where `ip netns exec` looks for per-namespace /etc files (fixed by iproute2).
 NETNS_ETC = Path("/etc/netns")
 HOST_ETC_BIND = Path("/etc/bind")
-OVERLAID_ETC_DIRS = ("dhcp", "default", "systemd", "NetworkManager", "netplan", "resolvconf")
+OVERLAID_ETC_DIRS = ("dhcp", "default", "systemd", "NetworkManager", "netplan", "resolvconf",
+                     "dnscache-agent")
+# Overlaid even when the host has none: `ip netns exec` can only bind-mount over an existing
+# /etc entry, so an empty host directory is made for the run (and removed again), and the
+# agent's own files (the pacer's settings) land in the instance's copy, never on the host.
+ALWAYS_OVERLAID_ETC_DIRS = ("dnscache-agent",)
 # One simulated VPC at a time on this machine: the cache under test uses the host's /run/named
 # (pid file, lock) and /var/cache/bind, so two rigs would stop each other's named. Processes
 # building a rig wait here for the one before to close.
@@ -149,6 +154,7 @@ class SimulatedVpc:
         self._blackholed = False
         self._closed = False
         self._lock_fd: int | None = None
+        self._created_host_dirs: list[Path] = []
 
     # ----------------------------------------------------------------- lifecycle
     @classmethod
@@ -233,6 +239,8 @@ class SimulatedVpc:
             step(f"delete netns {ns}", netns.delete, ns)
         if self.instance_etc.exists():
             step(f"remove {self.instance_etc}", shutil.rmtree, self.instance_etc)
+        for directory in self._created_host_dirs:
+            step(f"remove {directory}", _rmdir_if_empty, directory)
         if self._created_netns_etc:
             step(f"remove {self._netns_etc}", _rmdir_if_empty, self._netns_etc)
         step(f"remove {self.workdir}", shutil.rmtree, self.workdir)
@@ -274,6 +282,9 @@ class SimulatedVpc:
         # run in the instance namespace never edits the host's files.
         for name in OVERLAID_ETC_DIRS:
             src = Path("/etc") / name
+            if name in ALWAYS_OVERLAID_ETC_DIRS and not src.exists():
+                src.mkdir(mode=0o755)
+                self._created_host_dirs.append(src)
             if src.is_dir():
                 netns.run(["cp", "-a", str(src), str(self.instance_etc / name)])
 
@@ -284,6 +295,14 @@ class SimulatedVpc:
             [(self.zone.origin, render_zone(self.zone)),
              (self.search_zone.origin, render_search_zone(self.search_zone))],
         )
+
+    def agent_toml(self, text: str = "") -> str:
+        """Agent settings for a run in this VPC: `text` after the lines that keep the agent's
+        state and the pacer's stats and warm files in the work directory (the host's /var and
+        /run are shared with the namespace). `text` must not have [agent] or [pacer]."""
+        return (f'[agent]\nstate_dir = "{self.workdir}/state"\n\n'
+                f'[pacer]\nstats_file = "{self.workdir}/pacer/stats.json"\n'
+                f'warm_file = "{self.workdir}/pacer/warm.json"\n\n' + text)
 
     def default_imds_facts(self) -> ImdsFacts:
         """IMDS facts matching this VPC's addressing."""

@@ -11,9 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..resolv_conf import parse as parse_resolv_conf
 from ..rootfs import Root
 from ..settings import Settings
+from ..stats.top import SearchPolicy
 from .bucket import pacing_from_limit
+from .queue import QueueLimits
 from .server import PacerConfig, run_server
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,9 @@ def build_config(settings: Settings, root: Root, args: argparse.Namespace) -> Pa
     warm_file = args.warm_file or p.warm_file
     seed = args.warm_seed if args.warm_seed is not None else p.warm_seed
     return PacerConfig(
+        # named prefetches only this close to expiry (plus a second of scheduling slack)
+        limits=QueueLimits(prefetch_window=settings.cache.prefetch_trigger + 1.0),
+        search_policy=_search_policy(root),
         listen=listen, port=port, upstreams=upstreams, upstream_port=args.upstream_port,
         pacing=pacing,
         stats_file=root.path(args.stats_file or p.stats_file),
@@ -99,6 +105,15 @@ def build_config(settings: Settings, root: Root, args: argparse.Namespace) -> Pa
         warm_via=(parse_address(args.warm_via, 53) if args.warm_via else DEFAULT_WARM_VIA)
         if warm else None,
         run_for=args.run_for)
+
+
+def _search_policy(root: Root) -> SearchPolicy:
+    """The host's search list and ndots (glibc defaults when resolv.conf is unreadable)."""
+    try:
+        text = root.read_text("/etc/resolv.conf")
+    except OSError:
+        text = None
+    return SearchPolicy.from_resolv_conf(parse_resolv_conf(text)) if text else SearchPolicy()
 
 
 def run_pacer(settings: Settings, root: Root, args: argparse.Namespace) -> int:

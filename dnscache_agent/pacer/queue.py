@@ -4,8 +4,11 @@ method takes `now` (monotonic seconds) and returns what to send; the server does
 Order. Three priorities, FIFO by first ask within each:
   1. live cache misses: a client of named waits for them;
   2. named's prefetches: named still holds the answer and serves it meanwhile. A question is a
-     prefetch when the answer the pacer last relayed for it has not expired yet (the pacer
-     remembers the expiry of each relayed answer, bounded, least recently answered first out);
+     prefetch when the answer the pacer last relayed for it expires within `prefetch_window`
+     (named's `prefetch` trigger, 2 s by default, plus a second of slack): named prefetches
+     only then. The pacer remembers the expiry of each relayed answer (bounded, least recently
+     answered first out). A question asked while its relayed answer still has longer to live
+     is a live miss: named lost the answer (a dropped datagram) or its cache (a restart);
   3. warm-up: questions the pacer itself asked named to refresh after a restart.
 A question whose answer is overdue goes back to the head of its priority (a retransmit).
 
@@ -56,6 +59,16 @@ class QueueLimits:
     #: How long a warm-up question keeps warm-up priority after the pacer asked named for it.
     warming_for: float = 10.0
     max_waits: int = 50000
+    #: A newer query for the same question from the same host supersedes waiters asked at
+    #: least this long before it: named abandons a query when it retransmits (0.8 s and
+    #: more later, from a new port), so answering the old one only costs a datagram.
+    supersede_after: float = 0.5
+    #: A question asked again within this long of its answer (a retransmit that crossed the
+    #: answer on its way) is answered from that answer, not sent upstream again.
+    recent_window: float = 1.0
+    #: A question whose relayed answer expires within this long is named's prefetch (named
+    #: 9.18's `prefetch` trigger is 2 s by default; `[cache] prefetch_trigger` sets it).
+    prefetch_window: float = 3.0
 
 
 @dataclass
@@ -74,6 +87,7 @@ class Counters:
     unmatched: int = 0
     warm_sent: int = 0
     prefetch_sent: int = 0
+    answered_recent: int = 0
     tcp_queries: int = 0
     tcp_packets: int = 0
 
@@ -95,6 +109,7 @@ class Waiter(NamedTuple):
     addr: Any
     qid: bytes
     question: bytes
+    asked: float
 
 
 class Entry:
@@ -158,19 +173,29 @@ class PacerQueue:
         #: warm_key -> until when a question counts as warm-up.
         self.warming: dict[bytes, float] = {}
         self.waits: list[float] = []
+        #: question key -> (time, answer) for the last `recent_window` seconds.
+        self.recent: OrderedDict[bytes, tuple[float, bytes]] = OrderedDict()
+        self._replies: list[tuple[Any, bytes]] = []
 
     # ------------------------------------------------------------------ questions in
     def ask(self, msg: bytes, addr: Any, now: float) -> Priority | None:
         """A query from a client (named). Returns the priority it waits at, or None when it
-        was not a query or the queue is full."""
+        waits for nothing: not a query, the queue is full, or it was answered at once from
+        an answer relayed within `recent_window` (collect those with `take_replies`)."""
         q = wire.parse_query(msg)
         if q is None:
             return None
         c = self.counters
         c.queries += 1
         key = q.key
-        waiter = Waiter(addr, msg[:2], msg[wire.HEADER:q.end])
+        waiter = Waiter(addr, msg[:2], msg[wire.HEADER:q.end], now)
         entry = self.pending.get(key)
+        if entry is None and key in self.recent:
+            at, data = self.recent[key]
+            if now - at <= self.limits.recent_window:
+                c.answered_recent += 1
+                self._replies.append((addr, _reply(waiter, data)))
+                return None
         prio = self._classify(key, now)
         if entry is None:
             if len(self.pending) >= self.limits.max_pending:
@@ -188,6 +213,8 @@ class PacerQueue:
             c.coalesced += 1
             if prio < entry.priority:
                 self._upgrade(entry, prio)
+            host, old = addr[0], now - self.limits.supersede_after
+            entry.waiters = [w for w in entry.waiters if w.addr[0] != host or w.asked > old]
         if len(entry.waiters) >= self.limits.max_waiters:
             del entry.waiters[0]  # the oldest: named has retransmitted since
         entry.waiters.append(waiter)
@@ -200,7 +227,7 @@ class PacerQueue:
                 return Priority.WARM
             del self.warming[wire.warm_key(key)]
         expires = self.relayed.get(key)
-        if expires is not None and expires > now:
+        if expires is not None and 0 < expires - now <= self.limits.prefetch_window:
             return Priority.PREFETCH
         return Priority.LIVE
 
@@ -362,8 +389,19 @@ class PacerQueue:
         self.relayed.move_to_end(key)
         while len(self.relayed) > self.limits.relayed_max:
             self.relayed.popitem(last=False)
+        recent = self.recent
+        recent[key] = (now, data)
+        recent.move_to_end(key)
+        horizon = now - self.limits.recent_window
+        while recent and next(iter(recent.values()))[0] < horizon:
+            recent.popitem(last=False)
         head, tail = data[2:wire.HEADER], data[qend:]
         return [(w.addr, w.qid + head + w.question + tail) for w in entry.waiters]
+
+    def take_replies(self) -> list[tuple[Any, bytes]]:
+        """Replies made by `ask` from recent answers since the last call."""
+        replies, self._replies = self._replies, []
+        return replies
 
     def take_waits(self) -> list[float]:
         """Queue waits (first ask to first send, seconds) since the last call."""
@@ -372,6 +410,12 @@ class PacerQueue:
 
     def entries(self) -> Iterator[Entry]:
         return iter(self.pending.values())
+
+
+def _reply(waiter: Waiter, data: bytes) -> bytes:
+    """`data` (an answer to the same question) as the answer to `waiter`'s query."""
+    qend = wire.HEADER + len(waiter.question)
+    return waiter.qid + data[2:wire.HEADER] + waiter.question + data[qend:]
 
 
 def _lower_name(question: bytes) -> bytes:

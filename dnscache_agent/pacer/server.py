@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..sd_notify import NullNotifier, SdNotifier
+from ..stats.top import SearchPolicy
 from . import wire
 from .bucket import Pacing
 from .files import replace_file
 from .queue import PacerQueue, Priority, QueueLimits
 from .scheduler import Scheduler, TcpTicket
-from .stats_file import PacerStats, TopEntry, percentile, render
+from .stats_file import PacerStats, percentile, render
 from .tally import Tally
 from .warm import WarmEntry, WarmList, load_warm, save_warm
 
@@ -67,6 +68,8 @@ class PacerConfig:
     warm_via: tuple[str, int] | None
     upstream_port: int = 53
     limits: QueueLimits = field(default_factory=QueueLimits)
+    #: The host's search list and ndots, so `top` can tell search-list expansions.
+    search_policy: SearchPolicy | None = None
     stats_interval: float = 1.0
     warm_save_interval: float = 60.0
     run_for: float | None = None
@@ -85,7 +88,7 @@ class PacerServer:
         self.notifier = notifier or NullNotifier()
         self.wallclock = wallclock
         self.warm = WarmList(config.warm_max)
-        self.tally = Tally()
+        self.tally = Tally(config.search_policy, limit_pps=config.pacing.limit_pps)
         self.queue = PacerQueue(config.limits, upstreams=len(config.upstreams),
                                 on_asked_again=self._asked_again)
         self.sched: Scheduler | None = None
@@ -104,8 +107,6 @@ class PacerServer:
         self._prev_counters: dict[str, int] = {}
         self._started_wall = wallclock()
         self.reply_errors = 0
-        self._top: tuple[TopEntry, ...] = ()
-        self._top_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> int:
@@ -206,6 +207,11 @@ class PacerServer:
             except OSError:
                 break
             self.queue.ask(data, addr, now)
+        for addr, reply in self.queue.take_replies():
+            try:
+                sock.sendto(reply, addr)
+            except OSError:
+                self.reply_errors += 1
         self._kick()
 
     def _kick(self) -> None:
@@ -229,7 +235,6 @@ class PacerServer:
                 left = clock()
                 if left - taken > LATE_SEND:
                     sched.bucket.forfeit(left)
-                self.tally.sent(action.key, left)
         if not sched.has_work():
             return
         now = clock()
@@ -263,9 +268,10 @@ class PacerServer:
             except OSError:  # ICMP unreachable from the resolver: the retransmit handles it
                 break
             key = self.queue.by_id.get((data[0] << 8) | data[1]) if len(data) > 2 else None
+            entry = self.queue.pending.get(key) if key is not None else None
             replies = self.queue.answer(data, now)
-            if replies and key is not None:
-                self.tally.answered(key, data)  # parsed only if it makes the top
+            if replies and entry is not None:
+                self.tally.answered(entry.key, entry.qtype, data, now, entry.tries)
             if client is None:
                 continue
             for addr, reply in replies:
@@ -331,7 +337,7 @@ class PacerServer:
             uw.close()
         q = wire.parse_query(msg)
         if q is not None:
-            self.tally.sent_tcp(q.key, resp, loop.time(), sched.tcp_cost)
+            self.tally.answered_tcp(q.key, q.qtype, resp, loop.time(), sched.tcp_cost)
         return resp
 
     # ------------------------------------------------------------------ warm list
@@ -483,13 +489,8 @@ class PacerServer:
             wait_p50_ms=None if p50 is None else p50 * 1000,
             wait_p99_ms=None if p99 is None else p99 * 1000,
             warm_list=len(self.warm), warm_pending=self._warm_pending,
-            totals=totals, interval=delta, top=self._top_every(now, 10.0))
-
-    def _top_every(self, now: float, period: float) -> tuple[TopEntry, ...]:
-        # The merge costs tens of ms at 40,000 questions: refresh it every `period` s only.
-        if now - self._top_at >= period or not self._top:
-            self._top, self._top_at = self.tally.top(now), now
-        return self._top
+            totals=totals, interval=delta, top=self.tally.top(now),
+            classes=self.tally.classes(now))
 
     def _write_stats(self, now: float, interval: float) -> None:
         stats = self.snapshot(now, interval)

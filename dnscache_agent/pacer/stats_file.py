@@ -26,7 +26,7 @@ MAX_BYTES = 256 * 1024
 #: Counter names in `totals` and `interval` (see queue.Counters).
 COUNTERS = ("queries", "coalesced", "duplicates", "sent_udp", "retransmits", "answers",
             "expired", "upstream_timeouts", "overflow", "unmatched", "warm_sent",
-            "prefetch_sent", "tcp_queries", "tcp_packets", "packets")
+            "prefetch_sent", "answered_recent", "tcp_queries", "tcp_packets", "packets")
 
 PathOrFile = Union[str, Path, IO[bytes]]
 
@@ -37,7 +37,7 @@ class PacerStatsError(StatsParseError):
 
 @dataclass(frozen=True)
 class TopEntry:
-    """One question's upstream cost over the last minute (for a future `top`)."""
+    """One question's upstream cost over the last minute (`stats.top` classes)."""
 
     name: str
     qtype: str
@@ -45,6 +45,7 @@ class TopEntry:
     rcode: int
     ttl: int | None
     tcp: bool
+    klass: str = "other"
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ class PacerStats:
     totals: Mapping[str, int] = field(default_factory=dict)
     interval: Mapping[str, int] = field(default_factory=dict)
     top: tuple[TopEntry, ...] = ()
+    #: Upstream packets/s over the last minute by class (`stats.top.CLASSES`).
+    classes: Mapping[str, float] = field(default_factory=dict)
 
     def per_second(self, counter: str) -> float | None:
         if counter not in self.interval or self.interval_s <= 0:
@@ -126,7 +129,9 @@ def render(stats: PacerStats) -> bytes:
         doc[name] = round(value, 3) if isinstance(value, float) else value
     doc["totals"] = dict(stats.totals)
     doc["interval"] = dict(stats.interval)
-    doc["top"] = [[t.name, t.qtype, t.packets, t.rcode, t.ttl, t.tcp] for t in stats.top]
+    doc["top"] = [[t.name, t.qtype, t.packets, t.rcode, t.ttl, t.tcp, t.klass]
+                  for t in stats.top]
+    doc["classes"] = dict(stats.classes)
     return json.dumps(doc, separators=(",", ":")).encode("utf-8")
 
 
@@ -162,13 +167,32 @@ def _top(doc: Mapping[str, Any]) -> tuple[TopEntry, ...]:
         raise PacerStatsError("field 'top' is not a list")
     out = []
     for item in raw[:100]:
-        if (not isinstance(item, list) or len(item) != 6 or not isinstance(item[0], str)
+        if (not isinstance(item, list) or len(item) not in (6, 7)
+                or not isinstance(item[0], str)
                 or not isinstance(item[1], str) or not isinstance(item[2], int)
                 or not isinstance(item[3], int) or not isinstance(item[5], bool)
-                or not (item[4] is None or isinstance(item[4], int))):
+                or not (item[4] is None or isinstance(item[4], int))
+                or (len(item) == 7 and not isinstance(item[6], str))):
             raise PacerStatsError("an entry of 'top' is malformed")
-        out.append(TopEntry(item[0][:255], item[1][:16], item[2], item[3], item[4], item[5]))
+        klass = item[6][:32] if len(item) == 7 else "other"
+        out.append(TopEntry(item[0][:255], item[1][:16], item[2], item[3], item[4], item[5],
+                            klass))
     return tuple(out)
+
+
+def _classes(doc: Mapping[str, Any]) -> dict[str, float]:
+    raw = doc.get("classes", {})
+    if not isinstance(raw, dict) or len(raw) > 32:
+        raise PacerStatsError("field 'classes' is not an object of at most 32 classes")
+    out: dict[str, float] = {}
+    for name in raw:
+        if not isinstance(name, str) or not 0 < len(name) <= 32:
+            raise PacerStatsError("field 'classes' has a bad class name")
+        try:
+            out[name] = _num(raw, name, float)
+        except PacerStatsError as exc:
+            raise PacerStatsError(f"field 'classes': {exc}") from None
+    return out
 
 
 def parse(data: bytes, source: str = "pacer stats") -> PacerStats:
@@ -194,7 +218,7 @@ def parse(data: bytes, source: str = "pacer stats") -> PacerStats:
             wait_p99_ms=_num(doc, "wait_p99_ms", float, optional=True),
             warm_list=_num(doc, "warm_list", int), warm_pending=_num(doc, "warm_pending", int),
             totals=_counters(doc, "totals"), interval=_counters(doc, "interval"),
-            top=_top(doc))
+            top=_top(doc), classes=_classes(doc))
     except PacerStatsError as exc:
         raise PacerStatsError(f"{source}: {exc}") from None
 

@@ -344,6 +344,33 @@ _PACER: tuple[Metric, ...] = (
 )
 # --- end of the budget pacer's metrics ------------------------------------------------------
 
+# --- where the budget goes (issue 13; stats/top.py, class totals in the pacer's stats file) --
+_TOP_CLASSES: tuple[tuple[str, str, str], ...] = (
+    ("aaaa-nodata", "AAAA NODATA",
+     "IPv4-only clients asking AAAA: `options no-aaaa` in resolv.conf (glibc 2.36+), or "
+     "`[cache] min_ncache_ttl = 90` when empty answers expire fast; `top` names the names."),
+    ("search-nxdomain", "search-list NXDOMAIN",
+     "ndots/search-list expansions of dotted names: `options ndots:1` or trailing-dot names; "
+     "`top` gives the exact resolv.conf line."),
+    ("repeated-nxdomain", "repeated NXDOMAIN",
+     "The same names failing again and again: `[cache] min_ncache_ttl = 90`."),
+    ("short-ttl", "short-TTL answers",
+     "Names with TTLs under 30 s asked again and again: `[cache] min_cache_ttl` (not for "
+     "failover names)."),
+    ("tcp-fallback", "TCP fallbacks",
+     "Truncated answers retried over TCP (about 6 packets each): `top` names who asks."),
+)
+_TOP: tuple[Metric, ...] = tuple(
+    Metric(f"upstream_{klass.replace('-', '_')}_pps", f"Upstream {title}", "packets/s", HOST,
+           f"pacer stats file classes.{klass} (last minute)", f"pacer.classes.{klass}",
+           action,
+           "Upstream" + "".join(w.capitalize() for w in klass.split("-")), "Count/Second",
+           1.0, "dnscache_upstream_class_packets_per_second",
+           prometheus_labels=(("class", klass),),
+           help="Upstream packets per second by query class over the last minute.")
+    for klass, title, action in _TOP_CLASSES)
+# --- end of where the budget goes -----------------------------------------------------------
+
 # --- when CloudWatch metrics are sent (issue 13) --------------------------------------------
 #: Per-instance defaults are the alarm inputs: headroom (alarm on Minimum), the peak second
 #: (Maximum), drops at the link-local limit, and lookups clients saw fail. Fleet aggregates
@@ -365,6 +392,7 @@ CLOUDWATCH_SEND: dict[str, tuple[str, ...]] = {
     "ena_bw_out_allowance_exceeded": (OPT_IN,),
     "ena_conntrack_allowance_exceeded": (OPT_IN,),
     "ena_conntrack_allowance_available": (OPT_IN,),
+    **{m.key: (OPT_IN,) for m in _TOP},
 }
 
 
@@ -376,7 +404,7 @@ def _with_send(metrics: tuple[Metric, ...]) -> tuple[Metric, ...]:
 
 
 CATALOGUE: tuple[Metric, ...] = _with_send(
-    _BASE + _rtt_metrics() + _BUDGET + _ena_metrics() + _PACER)
+    _BASE + _rtt_metrics() + _BUDGET + _ena_metrics() + _PACER + _TOP)
 BY_KEY: dict[str, Metric] = {m.key: m for m in CATALOGUE}
 
 
@@ -404,6 +432,8 @@ def _resolve(obj: object, path: str) -> float | None:
             return None
         if part.isdigit():
             obj = obj[int(part)] if isinstance(obj, tuple) and int(part) < len(obj) else None
+        elif isinstance(obj, Mapping):  # e.g. the pacer's per-class figures
+            obj = obj.get(part)
         else:
             obj = getattr(obj, part)
     if obj is None:

@@ -24,7 +24,7 @@ bounded by about 60 x `keep` + `max_keys` keys whatever the query rate.
 from __future__ import annotations
 
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..resolv_conf import ResolvConf
 
@@ -59,20 +59,24 @@ class UpstreamQuestion:
 
 
 def question_from_wire(key: bytes, qtype: int, response: bytes | None, *, tcp: bool = False,
-                       packets: int = 1) -> UpstreamQuestion | None:
+                       packets: int = 1, name: str | None = None) -> UpstreamQuestion | None:
     """The event for a pacer question (`pacer.wire.Question.key` and `.qtype`) and the
     response that came back (None: no answer). None when the name cannot be shown as text.
-    Reads only the header and TTLs, like the pacer's hot path."""
+    Reads only the header and TTLs, like the pacer's hot path; `name`, when the caller
+    already has the key's text, saves decoding it again."""
     from ..pacer import wire  # the pacer's hand parser: no dnspython per packet
 
-    name = wire.name_text(key)
+    if name is None:
+        name = wire.name_text(key)
     if name is None:
         return None
     if response is None or len(response) < wire.HEADER:
         return UpstreamQuestion(name, wire.type_text(qtype), -1, 0, None, tcp, packets)
     answers = (response[6] << 8) | response[7]
+    # A truncated UDP answer is the first packet of a TCP fallback, whatever it holds.
     return UpstreamQuestion(name, wire.type_text(qtype), wire.rcode(response), answers,
-                            wire.answer_ttl(response), tcp, packets)
+                            wire.answer_ttl(response), tcp or wire.is_truncated(response),
+                            packets)
 
 
 @dataclass(frozen=True)
@@ -113,15 +117,46 @@ def _norm(name: str) -> str:
     return name.strip().rstrip(".").lower()
 
 
-#: What each class's fix is; `setting` is an agent setting that applies it, when one does.
+#: What each class's fix is; `setting` is the change that applies it, when one does.
 @dataclass(frozen=True)
 class Fix:
     text: str
     setting: str | None = None
 
 
-def fixes(policy: SearchPolicy, short_ttl: int = 30) -> dict[str, Fix]:
-    """Each class's fix, the search advisory with the exact resolv.conf line."""
+@dataclass(frozen=True)
+class FixContext:
+    """What the host already runs, so each fix names the change still to make: the
+    `[cache]` settings in force and whether the installed bind has the filter-aaaa plugin."""
+
+    min_ncache_ttl: int = 0
+    min_cache_ttl: int = 0
+    filter_aaaa: bool = False
+    filter_aaaa_available: bool = True
+
+
+#: bind's ceiling for min-ncache-ttl and min-cache-ttl.
+TTL_FLOOR_MAX = 90
+
+
+def fixes(policy: SearchPolicy, short_ttl: int = 30,
+          context: FixContext | None = None) -> dict[str, Fix]:
+    """Each class's fix: the search advisory with the exact resolv.conf line, the exact
+    setting values, and which of them the host already has."""
+    ctx = context or FixContext()
+    ncache = (f"[cache] min_ncache_ttl = {TTL_FLOOR_MAX}"
+              if ctx.min_ncache_ttl < TTL_FLOOR_MAX else None)
+    floor = min(max(short_ttl, 1), TTL_FLOOR_MAX)
+    # Measured (docs/budget-fixes.md): the filter-aaaa plugin saves no upstream packet, so
+    # it is mentioned for what it does, never offered as this class's fix.
+    if ctx.filter_aaaa:
+        aaaa_filter = ("[cache] filter_aaaa is on: clients get no AAAA records, but named "
+                       "still asks for them.")
+    elif ctx.filter_aaaa_available:
+        aaaa_filter = ("[cache] filter_aaaa = true (bind's filter-aaaa plugin) hides AAAA "
+                       "records from IPv4 clients but does not stop named asking upstream.")
+    else:
+        aaaa_filter = ""
     return {
         TCP_FALLBACK: Fix("Large answers (TXT, DNSSEC, many records) truncated over UDP cost "
                           "about 6 packets each over TCP: find who asks for the name and "
@@ -129,20 +164,40 @@ def fixes(policy: SearchPolicy, short_ttl: int = 30) -> dict[str, Fix]:
         SEARCH_NXDOMAIN: Fix("The stub tries the search list before the name as given "
                              f"(ndots:{policy.ndots}): in resolv.conf, "
                              f"`{policy.advisory()}`; or use fully qualified names with a "
-                             "trailing dot in the application's configuration.",
+                             "trailing dot in the application's configuration. Advice only: "
+                             "the agent does not change the stubs' ndots.",
                              f"resolv.conf: {policy.advisory()}"
                              if policy.ndots > 1 else None),
-        AAAA_NODATA: Fix("An IPv4-only host asks for AAAA on every lookup: filter AAAA "
-                         "(bind's filter-aaaa plugin, where the installed bind has it), or "
-                         "`options no-aaaa` in resolv.conf (glibc 2.36 and later)."),
-        REPEATED_NXDOMAIN: Fix("The same names fail again and again: raise the negative-cache "
-                               "floor so each is asked at most once a minute and a half.",
-                               "[cache] min_ncache_ttl = 90"),
+        AAAA_NODATA: Fix("An IPv4-only host asks for AAAA on every lookup and gets an empty "
+                         "answer. What saves the packets: `options no-aaaa` in resolv.conf "
+                         "(glibc 2.36 and later; the stub stops asking), and a negative-cache "
+                         f"floor ({ncache or 'already at its maximum'}) for empty answers "
+                         f"that expire fast. {aaaa_filter}".rstrip(),
+                         ncache),
+        REPEATED_NXDOMAIN: Fix("The same names fail again and again: "
+                               + (f"raise the negative-cache floor to {TTL_FLOOR_MAX} s (now "
+                                  f"{ctx.min_ncache_ttl} s) so each is asked at most once "
+                                  f"every {TTL_FLOOR_MAX} s." if ncache else
+                                  f"the negative-cache floor is already at its {TTL_FLOOR_MAX} "
+                                  "s maximum: find the client that asks (the examples)."),
+                               ncache),
         SHORT_TTL: Fix("Names with TTLs under the threshold are asked again every few "
                        "seconds: a cache floor keeps them longer (not for names used for "
-                       "fast failover).", f"[cache] min_cache_ttl = {min(max(short_ttl, 1), 90)}"),
+                       "fast failover).",
+                       f"[cache] min_cache_ttl = {floor}" if ctx.min_cache_ttl < floor
+                       else None),
         OTHER: Fix("Cache misses of names with ordinary TTLs: the cost of the workload."),
     }
+
+
+def with_fixes(report: TopReport, policy: SearchPolicy, short_ttl: int = 30,
+               context: FixContext | None = None) -> TopReport:
+    """`report` with each class's fix re-derived for `context` (what `top` knows about the
+    host's settings and bind, which the pacer that tallied does not)."""
+    fix = fixes(policy, short_ttl, context)
+    classes = tuple(replace(c, fix=fix[c.klass].text, setting=fix[c.klass].setting)
+                    if c.klass in fix else c for c in report.classes)
+    return replace(report, classes=classes)
 
 
 @dataclass
@@ -161,6 +216,7 @@ class _Minute:
     untallied: int = 0
     classes: Counter[str] = field(default_factory=Counter)
     keys: dict[tuple[str, str], _Key] = field(default_factory=dict)
+    domains: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True)
@@ -188,6 +244,27 @@ class KeyStat:
 
 
 @dataclass(frozen=True)
+class DomainStat:
+    """Packets of every name directly under one domain: a client asking many different
+    names (random or generated labels, `r17.svc.example.com`) costs a packet each, which
+    no single (name, type) shows, while the pacer and the cache keep any one name cheap."""
+
+    domain: str
+    packets: int
+    pps: float
+    share_of_budget: float
+    names: int
+
+
+def parent(name: str) -> str:
+    """The domain a name sits in (`r1.typo.example.com` → `typo.example.com`); names of two
+    labels or fewer are their own domain."""
+    n = _norm(name)
+    head, dot, rest = n.partition(".")
+    return rest if dot and "." in rest else n
+
+
+@dataclass(frozen=True)
 class TopReport:
     """One window's figures. `seconds` is the time the window covers so far (a fresh agent
     has less than a minute); `untallied` counts packets whose key was over the per-minute
@@ -201,6 +278,7 @@ class TopReport:
     classes: tuple[ClassStat, ...]
     top: tuple[KeyStat, ...]
     untallied: int
+    domains: tuple[DomainStat, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -214,6 +292,9 @@ class TopReport:
             "top": [{"name": k.name, "type": k.qtype, "packets": k.packets, "pps": k.pps,
                      "share_of_budget": k.share_of_budget, "class": k.klass,
                      "rcode": k.rcode, "ttl": k.ttl} for k in self.top],
+            "domains": [{"domain": d.domain, "packets": d.packets, "pps": d.pps,
+                         "share_of_budget": d.share_of_budget, "names": d.names}
+                        for d in self.domains],
         }
 
 
@@ -263,11 +344,11 @@ class TopTally:
         return cur
 
     def _compact(self, minute: _Minute) -> _Minute:
-        if len(minute.keys) <= self.keep:
+        if len(minute.keys) <= self.keep and len(minute.domains) <= self.keep:
             return minute
         best = sorted(minute.keys.items(), key=lambda kv: -kv[1].packets)[: self.keep]
         return _Minute(minute.start, minute.packets, minute.untallied, minute.classes,
-                       dict(best))
+                       dict(best), Counter(dict(minute.domains.most_common(self.keep))))
 
     def observe(self, q: UpstreamQuestion, now: float) -> str:
         """Count one upstream question at time `now`; returns its class. An event older than
@@ -284,6 +365,9 @@ class TopTally:
         packets = max(0, q.packets)
         minute.packets += packets
         minute.classes[klass] += packets
+        domain = parent(key[0])
+        if domain in minute.domains or len(minute.domains) < self.max_keys:
+            minute.domains[domain] += packets
         if entry is None:
             minute.untallied += packets
         else:
@@ -309,10 +393,12 @@ class TopTally:
         seconds = max(1.0, now - max(current.start - span, first))
         total = sum(m.packets for m in minutes)
         classes: Counter[str] = Counter()
+        domains: Counter[str] = Counter()
         packets_by_key: Counter[tuple[str, str]] = Counter()
         meta: dict[tuple[str, str], _Key] = {}
         for m in minutes:
             classes.update(m.classes)
+            domains.update(m.domains)
             for key, entry in m.keys.items():
                 packets_by_key[key] += entry.packets
                 meta[key] = entry  # the latest minute's view of the key wins
@@ -331,13 +417,24 @@ class TopTally:
                             meta[(name, qtype)].klass, meta[(name, qtype)].rcode,
                             meta[(name, qtype)].ttl)
                     for (name, qtype), packets in packets_by_key.most_common(top_n))
+        best_domains = domains.most_common(top_n)
+        wanted = {d for d, _ in best_domains}
+        names_under: Counter[str] = Counter()
+        for name, _qtype in packets_by_key:
+            domain = parent(name)
+            if domain in wanted:
+                names_under[domain] += 1
+        domain_stats = tuple(DomainStat(d, packets, packets / seconds, packets / budget,
+                                        names_under[d]) for d, packets in best_domains)
         return TopReport(window, seconds, total, total / seconds, self.limit_pps,
-                         tuple(class_stats), top, sum(m.untallied for m in minutes))
+                         tuple(class_stats), top, sum(m.untallied for m in minutes),
+                         domain_stats)
 
 
 def render_top(report: TopReport, *, names: int = 10) -> str:
     """The human form of a report, for `dnscache-agent top`: classes with packets/s, budget
-    share and fix, then the costliest (name, type) pairs."""
+    share and fix, the costliest (name, type) pairs, then the domains whose many names add
+    up (a client generating names)."""
     lines = [f"last {report.window} ({report.seconds:.0f} s): {report.pps:.1f} upstream "
              f"packets/s, {report.pps / report.limit_pps:.0%} of the "
              f"{report.limit_pps:g}/s budget"]
@@ -351,6 +448,13 @@ def render_top(report: TopReport, *, names: int = 10) -> str:
         for k in report.top[:names]:
             lines.append(f"{k.name[:48]:<48} {k.qtype:<6} {k.pps:>8.1f} "
                          f"{k.share_of_budget:>7.1%}  {k.klass}")
+    spread = [d for d in report.domains if d.names > 1][:5]
+    if spread:
+        lines += ["", f"{'domain (many names under it)':<48} {'names':>6} {'pkt/s':>8} "
+                      f"{'budget':>7}"]
+        for d in spread:
+            lines.append(f"{d.domain[:48]:<48} {d.names:>6} {d.pps:>8.1f} "
+                         f"{d.share_of_budget:>7.1%}")
     if report.untallied:
         lines.append(f"({report.untallied} packets of names beyond the per-minute cap are in "
                      "the class figures only)")

@@ -36,7 +36,7 @@ def agent(vpc: SimulatedVpc, *args: str, timeout: float = 90.0) -> tuple[int, st
 def write_settings(vpc: SimulatedVpc, text: str) -> None:
     """Settings in the rig's work directory, with the agent's state kept there too, so the
     host's own /var/lib/dnscache-agent is never touched."""
-    settings_path(vpc).write_text(f'[agent]\nstate_dir = "{vpc.workdir}/state"\n\n' + text)
+    settings_path(vpc).write_text(vpc.agent_toml(text))
 
 
 def dig_short(vpc: SimulatedVpc, server: str, *args: str) -> list[str]:

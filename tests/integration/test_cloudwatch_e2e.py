@@ -139,8 +139,7 @@ print(json.dumps([{k: a.get(k) for k in keep} for a in alarms]))
 def cloud(vpc: SimulatedVpc) -> Iterator[SimulatedVpc]:
     """The VPC with the agent applied and moto's server answering on 127.0.0.1 inside the
     instance namespace; moto stopped by PID and the agent rolled back at the end."""
-    (vpc.workdir / "agent.toml").write_text(
-        f'[agent]\nstate_dir = "{vpc.workdir}/state"\n\n' + SETTINGS)
+    (vpc.workdir / "agent.toml").write_text(vpc.agent_toml(SETTINGS))
     cp = vpc.exec_instance(_agent(vpc, "apply"), timeout=120)
     assert cp.returncode == 0, cp.stdout + cp.stderr
     moto_log = (vpc.workdir / "moto.log").open("w")

@@ -24,8 +24,7 @@ TOLERANCE = 0.15
 @pytest.fixture(scope="module")
 def applied(vpc: SimulatedVpc) -> Iterator[tuple[SimulatedVpc, list[str]]]:
     settings = vpc.workdir / "agent.toml"
-    settings.write_text(f'[agent]\nstate_dir = "{vpc.workdir}/state"\n\n'
-                        '[cache]\nhealth_name = "h1.vpc.test"\n')
+    settings.write_text(vpc.agent_toml('[cache]\nhealth_name = "h1.vpc.test"\n'))
     cfg = ["--config", str(settings)]
     cp = vpc.exec_instance([*AGENT, "apply", *cfg], timeout=120)
     assert cp.returncode == 0, cp.stdout + cp.stderr

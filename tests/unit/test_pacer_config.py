@@ -61,6 +61,7 @@ def test_build_config_from_settings_under_a_root(tmp_path: Path) -> None:
     assert cfg.warm_file == tmp_path / "var/lib/dnscache-agent-pacer/warm.json"
     assert cfg.warm_seed == tmp_path / "etc/seed.txt"
     assert cfg.warm_via == ("127.0.0.1", 53) and cfg.listen == "127.0.0.1" and cfg.port == 5354
+    assert cfg.limits.prefetch_window == s.cache.prefetch_trigger + 1.0
 
 
 def test_flags_override_settings() -> None:

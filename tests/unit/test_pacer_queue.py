@@ -38,18 +38,18 @@ def new_queue(**limits: float) -> PacerQueue:
 
 def test_live_before_prefetch_before_warm_and_fifo_within() -> None:
     q = new_queue()
-    # a relayed answer still valid makes the next ask a prefetch
+    # a relayed answer about to expire makes the next ask a prefetch
     q.ask(query("pre.example."), NAMED, 0.0)
     e = q.pop(0.0)
     assert e is not None
-    q.answer(answer_for(q.sent(e, 0.0).payload, ttl=60), 0.01)
-    q.mark_warming("warm.example.", 1, 1.0)
-    assert q.ask(query("warm.example.", qid=2), NAMED, 1.0) == Priority.WARM
-    assert q.ask(query("pre.example.", qid=3), NAMED, 1.0) == Priority.PREFETCH
-    assert q.ask(query("live1.example.", qid=4), NAMED, 1.0) == Priority.LIVE
-    assert q.ask(query("live2.example.", qid=5), NAMED, 1.0) == Priority.LIVE
+    q.answer(answer_for(q.sent(e, 0.0).payload, ttl=4), 0.01)
+    q.mark_warming("warm.example.", 1, 2.0)
+    assert q.ask(query("warm.example.", qid=2), NAMED, 2.0) == Priority.WARM
+    assert q.ask(query("pre.example.", qid=3), NAMED, 2.0) == Priority.PREFETCH
+    assert q.ask(query("live1.example.", qid=4), NAMED, 2.0) == Priority.LIVE
+    assert q.ask(query("live2.example.", qid=5), NAMED, 2.0) == Priority.LIVE
     order = []
-    while (e := q.pop(1.0)) is not None:
+    while (e := q.pop(2.0)) is not None:
         order.append(e.key[3:].split(b"\x07")[0])
     assert order == [b"live1", b"live2", b"pre", b"warm"]
     assert q.depth() == 0
@@ -91,14 +91,35 @@ def test_a_retransmit_of_the_same_query_adds_nothing() -> None:
 
 
 def test_named_retransmits_with_new_ids_share_the_one_upstream_packet() -> None:
-    q = new_queue()
+    q = new_queue(supersede_after=0.5)
+    q.ask(query("a.example.", qid=1), ("127.0.0.1", 5001), 0.0)
+    q.ask(query("a.example.", qid=7), ("127.0.0.1", 5007), 0.1)  # a concurrent client
+    e = q.pop(0.1)
+    assert e is not None
+    send = q.sent(e, 0.1)
+    q.ask(query("a.example.", qid=2), ("127.0.0.1", 5002), 0.8)  # named's retry
+    assert q.pop(0.8) is None and q.counters.sent_udp == 1
+    # named abandoned the queries it retransmitted: only the newest is answered (and one
+    # from another host would be kept)
+    q.ask(query("a.example.", qid=3), ("127.0.0.2", 5003), 0.1)
+    replies = q.answer(answer_for(send.payload), 0.81)
+    assert sorted(addr for addr, _ in replies) == [("127.0.0.1", 5002), ("127.0.0.2", 5003)]
+
+
+def test_a_retransmit_crossing_the_answer_is_answered_from_it() -> None:
+    q = new_queue(recent_window=1.0)
     q.ask(query("a.example.", qid=1), ("127.0.0.1", 5001), 0.0)
     e = q.pop(0.0)
     assert e is not None
-    send = q.sent(e, 0.0)
-    q.ask(query("a.example.", qid=2), ("127.0.0.1", 5002), 0.8)  # named's retry
-    assert q.pop(0.8) is None and q.counters.sent_udp == 1
-    assert len(q.answer(answer_for(send.payload), 0.81)) == 2
+    q.answer(answer_for(q.sent(e, 0.0).payload, address="192.0.2.7"), 0.5)
+    assert q.ask(query("A.example.", qid=2), ("127.0.0.1", 5002), 0.9) is None
+    [(addr, data)] = q.take_replies()
+    reply = dns.message.from_wire(data)
+    assert addr == ("127.0.0.1", 5002) and reply.id == 2
+    assert str(reply.question[0].name) == "A.example." and "192.0.2.7" in str(reply.answer[0])
+    assert q.counters.answered_recent == 1 and q.counters.sent_udp == 1 and not q.pending
+    assert q.take_replies() == []
+    assert q.ask(query("a.example.", qid=3), NAMED, 1.6) is not None  # too old: upstream
 
 
 def test_waiting_entries_nobody_asks_for_are_given_up() -> None:
@@ -131,12 +152,17 @@ def test_sweep_also_abandons_in_flight_attempts() -> None:
     assert q.answer(answer_for(send.payload), 4.6) == [] and q.counters.unmatched == 1
 
 
-def test_prefetch_while_the_relayed_answer_lives_then_live_after_it_expired() -> None:
-    q = new_queue()
+def test_prefetch_near_expiry_live_before_it_or_after_it() -> None:
+    q = new_queue(prefetch_window=3.0)
     q.ask(query("t.example."), NAMED, 0.0)
     e = q.pop(0.0)
     assert e is not None
     q.answer(answer_for(q.sent(e, 0.0).payload, ttl=30), 0.0)
+    # 20 s before expiry named cannot be prefetching: it lost the answer (or restarted)
+    assert q.ask(query("t.example.", qid=9), NAMED, 10.0) == Priority.LIVE
+    e = q.pop(10.0)
+    assert e is not None
+    q.answer(answer_for(q.sent(e, 10.0).payload, ttl=20), 10.0)
     assert q.ask(query("t.example.", qid=2), NAMED, 28.0) == Priority.PREFETCH
     e = q.pop(28.0)
     assert e is not None
@@ -167,10 +193,10 @@ def test_relayed_memory_is_bounded_least_recently_answered_out() -> None:
         q.ask(query(f"n{i}.example.", qid=i + 1), NAMED, 0.0)
         e = q.pop(0.0)
         assert e is not None
-        q.answer(answer_for(q.sent(e, 0.0).payload), 0.0)
+        q.answer(answer_for(q.sent(e, 0.0).payload, ttl=4), 0.0)
     assert len(q.relayed) == 3
-    assert q.ask(query("n0.example.", qid=9), NAMED, 1.0) == Priority.LIVE  # forgotten
-    assert q.ask(query("n4.example.", qid=9), NAMED, 1.0) == Priority.PREFETCH
+    assert q.ask(query("n0.example.", qid=9), NAMED, 2.0) == Priority.LIVE  # forgotten
+    assert q.ask(query("n4.example.", qid=9), NAMED, 2.0) == Priority.PREFETCH
 
 
 def test_overdue_answers_are_retransmitted_first_and_late_answers_still_count() -> None:

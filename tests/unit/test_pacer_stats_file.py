@@ -32,7 +32,8 @@ def stats(**over: object) -> PacerStats:
         totals={"packets": 5000, "answers": 4900, "sent_udp": 4990, "tcp_packets": 10},
         interval={"packets": 480, "tcp_packets": 5, "coalesced": 7, "expired": 2,
                   "answers": 470, "upstream_timeouts": 1},
-        top=(TopEntry("a.example.", "A", 12, 0, 5, False),))
+        top=(TopEntry("a.example.", "A", 12, 0, 5, False, "short-ttl"),),
+        classes={"short-ttl": 2.5, "tcp-fallback": 0.1})
     base.update(over)
     return PacerStats(**base)  # type: ignore[arg-type]
 
@@ -83,6 +84,19 @@ def test_bad_counters_and_top_are_rejected() -> None:
     doc["top"] = [["a.", "A", "x", 0, None, False]]
     with pytest.raises(PacerStatsError, match="top"):
         parse(json.dumps(doc).encode())
+    for classes in ({"x": "fast"}, {"": 1.0}, [], {f"c{i}": 1 for i in range(40)}):
+        doc = json.loads(render(stats()))
+        doc["classes"] = classes
+        with pytest.raises(PacerStatsError, match="classes"):
+            parse(json.dumps(doc).encode())
+
+
+def test_six_field_top_entries_and_missing_classes_still_parse() -> None:
+    doc = json.loads(render(stats()))
+    doc["top"] = [["a.", "A", 3, 0, None, True]]
+    del doc["classes"]
+    back = parse(json.dumps(doc).encode())
+    assert back.top[0].klass == "other" and back.classes == {}
 
 
 def test_oversized_file_is_rejected_without_reading_it_all(tmp_path: Path) -> None:
@@ -107,7 +121,8 @@ def test_percentile_nearest_rank() -> None:
 
 def test_catalogue_reads_every_pacer_figure() -> None:
     sample = build_sample(NOW, pacer=stats())
-    pacer_keys = {m.key for m in CATALOGUE if m.getter.startswith("pacer.")}
+    pacer_keys = {m.key for m in CATALOGUE
+                  if m.getter.startswith("pacer.") and not m.getter.startswith("pacer.classes")}
     assert pacer_keys <= set(sample.host)
     assert sample.host["pacer_queue_depth"] == 12
     assert sample.host["pacer_packets_ps"] == 960
@@ -115,4 +130,5 @@ def test_catalogue_reads_every_pacer_figure() -> None:
     assert sample.host["pacer_wait_p99_ms"] == 850
     assert sample.host["pacer_coalesced_ps"] == 14
     assert sample.host["pacer_upstream_timeouts_ps"] == 2
+    assert sample.host["upstream_short_ttl_pps"] == 2.5  # helper D's classes, by class
     assert not pacer_keys & set(build_sample(NOW).host)  # no pacer: no figures

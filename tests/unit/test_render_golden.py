@@ -102,7 +102,7 @@ def test_caching_only_on_loopback(case: str) -> None:
                  "forward only;", "allow-transfer { none; };", "version none;",
                  "inet 127.0.0.1 port 8053 allow { 127.0.0.1; };"):
         assert line in text, line
-    assert re.search(r"forwarders \{\n\t\t169\.254\.169\.253;\n\t\};", text)
+    assert re.search(r"forwarders \{\n\t\t127\.0\.0\.1 port 5354;\n\t\};", text)
     assert "zone " not in text  # caching only: no zones of our own
     assert "{{" not in text and "{%" not in text
 
@@ -140,10 +140,21 @@ def test_redhat_keeps_the_distribution_zones_include() -> None:
 
 
 def test_forwarders_and_ipv6_in_order() -> None:
-    text = rendered("debian12-9.18", settings(forwarders=["10.0.0.2", "169.254.169.253"],
-                                              ipv6_forwarder=True))
+    """Without the pacer, named forwards to the resolvers themselves."""
+    s = from_mapping({"cache": {"forwarders": ["10.0.0.2", "169.254.169.253"],
+                                "ipv6_forwarder": True}, "pacer": {"enabled": False}})
+    text = rendered("debian12-9.18", replace(s, source=DEFAULT_CONFIG_PATH))
     block = text.split("forwarders {")[1].split("};")[0]
     assert block.split() == ["10.0.0.2;", "169.254.169.253;", "fd00:ec2::253;"]
+
+
+def test_named_forwards_only_to_the_pacer_when_it_is_on() -> None:
+    """Every cache miss must go through the pacer, which holds the packet budget: a second
+    forwarder would let named send straight to the resolver whenever the pacer is slow."""
+    text = rendered("debian12-9.18", settings(forwarders=["10.0.0.2", "169.254.169.253"]))
+    block = text.split("forwarders {")[1].split("};")[0]
+    assert block.split() == ["127.0.0.1", "port", "5354;"]
+    assert "forward only;" in text
 
 
 def test_tuning_follows_the_facts_and_explicit_settings_win() -> None:
