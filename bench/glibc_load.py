@@ -18,6 +18,11 @@ could not hold is visible next to every figure.
 Bounded: `--seconds` (≤ 300) of dispatch, then at most `--drain` seconds for the last answers;
 a lookup still unanswered then counts as failed (`unfinished`), and the process exits without
 waiting for glibc. Only the CLI prints: one JSON document on stdout (or `--out`).
+
+`--upstream-netns VPC_NS` (the rig's vpc namespace) adds the packets that reached the limit
+rule (`rig/nft.py` counters, read once a second with `ip netns exec VPC_NS nft`): total,
+dropped, mean and peak packets/s over the run, stub fallbacks included. `python -m bench`
+samples them itself and does not pass it.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import os
 import queue
 import resource
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -287,6 +293,60 @@ def run_load(names: Sequence[str], qps: float, seconds: float, *, drain: float =
                      keep_per_lookup=keep_per_lookup)
 
 
+class NftSampler:
+    """Reads the limit rule's counters in `netns` once a second in a thread (for a
+    standalone run; see the module docstring)."""
+
+    def __init__(self, netns: str) -> None:
+        self.netns = netns
+        self.samples: list[tuple[float, int, int]] = []  # (monotonic, passed, dropped)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _read(self) -> None:
+        from rig import nft
+
+        cp = subprocess.run(["ip", "netns", "exec", self.netns, "nft", "-j", "list",
+                             "counters", "table", "ip", nft.TABLE],
+                            capture_output=True, text=True, timeout=10, check=True)
+        c = nft.parse_counters(cp.stdout)
+        self.samples.append((time.monotonic(), c.passed_packets, c.dropped_packets))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self._read()
+            except Exception as exc:  # noqa: BLE001 - a lost sample must not end the run
+                print(f"glibc_load: nft sample: {exc}", file=sys.stderr)
+
+    def __enter__(self) -> NftSampler:
+        self._read()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+        self._read()
+
+    def summary(self) -> dict[str, float | int]:
+        return upstream_summary(self.samples)
+
+
+def upstream_summary(samples: Sequence[tuple[float, int, int]]) -> dict[str, float | int]:
+    """Pure: cumulative (time, passed, dropped) readings → totals, mean and peak second."""
+    if len(samples) < 2:
+        return {"upstream_packets": 0, "upstream_dropped": 0, "upstream_mean_pps": 0.0,
+                "upstream_peak_pps": 0.0}
+    (t0, p0, d0), (t1, p1, d1) = samples[0], samples[-1]
+    rates = [((b[1] - a[1]) + (b[2] - a[2])) / (b[0] - a[0])
+             for a, b in zip(samples, samples[1:]) if b[0] > a[0]]
+    total = (p1 - p0) + (d1 - d0)
+    return {"upstream_packets": total, "upstream_dropped": d1 - d0,
+            "upstream_mean_pps": total / (t1 - t0) if t1 > t0 else 0.0,
+            "upstream_peak_pps": max(rates, default=0.0)}
+
+
 def parse_names(text: str) -> list[str]:
     """Names from a query file (`name [TYPE]` lines, dnsperf's format): the name of each line,
     without a trailing dot, as an application would pass it (so the search list applies)."""
@@ -311,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--summary-only", action="store_true",
                    help="leave out the per-lookup latencies and outcome codes")
     p.add_argument("--out", type=Path, help="write the JSON here instead of stdout")
+    p.add_argument("--upstream-netns", metavar="VPC_NS",
+                   help="also count the packets reaching the limit rule in this namespace")
     p.add_argument("--until-stdin-closes", action="store_true",
                    help="also stop dispatching when stdin reaches end of file (a caller "
                         "running phases of unknown length); --seconds still bounds the run")
@@ -324,14 +386,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             ev.set()
 
         threading.Thread(target=watch_stdin, daemon=True).start()
+    import contextlib
+
+    upstream: dict[str, float | int] = {}
     try:
-        res = run_load(parse_names(a.queries.read_text(encoding="ascii")), a.qps, a.seconds,
-                       drain=a.drain, max_threads=a.max_threads,
-                       keep_per_lookup=not a.summary_only, stop=stop)
-    except (ValueError, OSError) as exc:
+        names = parse_names(a.queries.read_text(encoding="ascii"))
+        sampler = NftSampler(a.upstream_netns) if a.upstream_netns else None
+        with sampler if sampler is not None else contextlib.nullcontext():
+            res = run_load(names, a.qps, a.seconds, drain=a.drain, max_threads=a.max_threads,
+                           keep_per_lookup=not a.summary_only, stop=stop)
+        if sampler is not None:
+            upstream = sampler.summary()
+    except (ValueError, OSError, subprocess.SubprocessError) as exc:
         print(f"glibc_load: {exc}", file=sys.stderr)
         return 2
-    text = json.dumps(asdict(res))
+    text = json.dumps({**asdict(res), **upstream})
     if a.out:
         a.out.write_text(text, encoding="ascii")
     else:

@@ -198,8 +198,9 @@ def render_restart(doc: dict[str, Any]) -> str:
     for peer, with_list in sorted(ran):
         if not with_list and (peer, True) not in ran:
             label = next(p["label"] for p in doc["phases"] if p["peer"] == peer)
-            rows.append(f"| {label} | pending: `--warm-list` (needs the packaged pacer's "
-                        f"warm list) | | | | | | | | | | |")
+            why = ("no pacer in this configuration" if cfg.get("warm_list")
+                   else "pending: `--warm-list` (needs the packaged pacer's warm list)")
+            rows.append(f"| {label} | {why} | | | | | | | | | | |")
     return "\n".join(rows) + "\n"
 
 

@@ -500,7 +500,8 @@ class Bench:
                                           for qps in cfg.glibc_rates]])
                 if peer.is_agent:
                     self.restart_session(peer, warm_list=False)
-                    if cfg.warm_list:
+                    # The warm list is the packaged pacer's: no arm for a peer without one.
+                    if cfg.warm_list and self.pacer_pids():
                         self.restart_session(peer, warm_list=True)
             finally:
                 if peer.stub_resolv_conf(self.original_resolv_conf) is not None:

@@ -14,6 +14,7 @@ upgrade runbook would. Upstream packets are not counted here (no limit rule in a
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -31,7 +32,7 @@ IMDS = "DNSCACHE_AGENT_IMDS_ENDPOINT=http://127.0.0.1:9"
 UNIT = "dnscache-agent.service"
 DROP_IN = f"[Service]\nEnvironment={IMDS}\n"
 COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", "results", "__pycache__", "*.egg-info",
-                                     "build", "dist", ".mypy_cache", ".ruff_cache")
+                                     "tests", "build", "dist", ".mypy_cache", ".ruff_cache")
 
 
 def bump_patch(version: str) -> str:
@@ -51,7 +52,7 @@ def newer_wheel(dest: Path) -> tuple[Path, str]:
     new = bump_patch(old[1])
     with tempfile.TemporaryDirectory(prefix="dnscache-upgrade-") as tmp:
         src = Path(tmp) / "src"
-        shutil.copytree(REPO, src, ignore=COPY_IGNORE)
+        shutil.copytree(REPO, src, ignore=COPY_IGNORE, symlinks=True)
         (src / "pyproject.toml").write_text(text.replace(old[0], f'version = "{new}"', 1))
         init = src / "dnscache_agent" / "__init__.py"
         init.write_text(init.read_text().replace(f'"{old[1]}"', f'"{new}"'))
@@ -66,10 +67,12 @@ def newer_wheel(dest: Path) -> tuple[Path, str]:
     return found[0], new
 
 
-def run_upgrade_phase(qps: float, baseline: float, settle: float,
-                      names: list[str]) -> tuple[list[PhaseWindow], dict[str, Any]]:
-    """Boot the container, install and wire the agent, run the load, upgrade the agent.
-    Returns the phase windows (a baseline and the upgrade) and the load's JSON."""
+def run_upgrade_phase(qps: float, baseline: float, settle: float, names: list[str],
+                      agent_toml: str = "[daemon]\nverify_interval = 5\n",
+                      ) -> tuple[list[PhaseWindow], dict[str, Any]]:
+    """Boot the container, install and wire the agent (`agent_toml` as its settings), run
+    the load, upgrade the agent. Returns the phase windows (a baseline and the upgrade) and
+    the load's JSON."""
     from rig.containers import (
         SystemdContainer,
         build_wheelhouse,
@@ -77,11 +80,14 @@ def run_upgrade_phase(qps: float, baseline: float, settle: float,
         install_agent,
         project_dependencies,
     )
-    from rig.images import ImageBuilder, image_ref
+    from rig.images import ImageBuilder, image_ref, podman_env
 
     builder = ImageBuilder.from_host()
     ref = image_ref("base")
-    if not builder.tarball("base").exists() and not builder._podman_has(ref):
+    present = subprocess.run(["podman", "image", "exists", ref], env=podman_env(os.environ),
+                             capture_output=True, timeout=60).returncode == 0
+    if not present and not builder.tarball("base").exists():
+        # Building images is the lead's step (scripts/build-images.sh), not a benchmark's.
         raise RuntimeError(f"{ref}: not built (scripts/build-images.sh builds it)")
     ref = builder.ensure("base").ref
     with tempfile.TemporaryDirectory(prefix="dnscache-upgrade-") as tmp_s:
@@ -94,7 +100,7 @@ def run_upgrade_phase(qps: float, baseline: float, settle: float,
         (tmp / "q.txt").write_text("".join(f"{n} A\n" for n in names))
         (tmp / "fake_vpc.py").write_text(fake_vpc_resolver_script(VPC, ANSWER))
         (tmp / "dropin.conf").write_text(DROP_IN)
-        (tmp / "agent.toml").write_text("[daemon]\nverify_interval = 5\n")
+        (tmp / "agent.toml").write_text(agent_toml)
         with SystemdContainer(ref, name_prefix="dnscache-upgrade") as box:
             venv = install_agent(box, house)
             cmd = f"{venv}/bin/dnscache-agent"
@@ -113,8 +119,14 @@ def run_upgrade_phase(qps: float, baseline: float, settle: float,
                       f"systemd-run --unit fake-vpc-dns {venv}/bin/python /root/fake_vpc.py; "
                       "sleep 1; systemctl is-active fake-vpc-dns; "
                       f"printf 'nameserver {VPC}\\nsearch ec2.internal\\n' > /etc/resolv.conf"])
-            box.exec(["env", IMDS, cmd, "apply"], timeout=180)
-            box.exec(["env", IMDS, cmd, "install-service"], timeout=180)
+            for step in ("apply", "install-service"):
+                cp = box.exec(["env", IMDS, cmd, step], timeout=180, check=False)
+                if cp.returncode != 0:
+                    why = box.exec(["sh", "-c", "journalctl -q --no-pager -o cat -n 8 "
+                                    "-u 'dnscache-agent*'"], check=False).stdout
+                    raise RuntimeError(f"{step} exit {cp.returncode}: "
+                                       f"{cp.stderr.strip()[-400:]} | journal: "
+                                       f"{' / '.join(why.strip().splitlines()[-8:])}")
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 st = box.exec(["systemctl", "is-active", UNIT], check=False).stdout.strip()
@@ -158,8 +170,8 @@ def run_upgrade_phase(qps: float, baseline: float, settle: float,
                 up.notes["expected"] = new_version
                 time.sleep(settle)
                 up.end = mono()
-                st = box.exec(["systemctl", "is-active", UNIT, "named"], check=False)
-                up.notes["units_after"] = " ".join(st.stdout.split())
+                active = box.exec(["systemctl", "is-active", UNIT, "named"], check=False)
+                up.notes["units_after"] = " ".join(active.stdout.split())
                 assert load.stdin is not None
                 load.stdin.close()
                 load.wait(60)

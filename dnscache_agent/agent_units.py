@@ -104,12 +104,22 @@ def plan_units(units: Mapping[str, str], command: str, *, owner: str,
     return files, links
 
 
+#: The daemon's system user and group (the checkpoints' reader group), for systemd-sysusers.
+SYSUSERS_PATH = "/etc/sysusers.d/dnscache-agent.conf"
+SYSUSERS = b"""# Managed by dnscache-agent (install-service): the daemon's user. Its group may
+# read the agent's checkpoints in /var/lib/dnscache-agent; it owns nothing else.
+u dnscache-agent - "dnscache-agent daemon" - -
+"""
+
+
 def plan_service(units: Mapping[str, str], command: str, *, start: bool = False,
                  unit_dir: str = UNIT_DIR,
                  ) -> tuple[tuple[FileChange, ...], tuple[LinkChange, ...], ServicePlan]:
     """install-service's unit files, their [Install] links and the service actions (pure).
-    The pacer's unit is not among them: the cache's own plan holds it."""
+    The pacer's unit is not among them: the cache's own plan holds it. The daemon's user
+    comes first (sysusers.d), so it exists before its unit starts."""
     mine = {name: text for name, text in units.items() if name != PACER_UNIT}
     files, links = plan_units(mine, command, owner=SERVICE_OWNER, unit_dir=unit_dir)
+    files = (FileChange(SYSUSERS_PATH, SYSUSERS, mode=0o644, owner=SERVICE_OWNER),) + files
     order = tuple(u for u in UNIT_ORDER if u in mine)
     return files, links, ServicePlan(order, MAIN_UNIT, command, start)

@@ -147,6 +147,21 @@ def parse_manifest(data: bytes, manifest: Path, directory: Path
     return entries, meta
 
 
+#: The group that may read the checkpoints: the daemon's user. The daemon plans (the pristine
+#: files it plans from are here) and judges modes from the records, without being root; it
+#: can read them, never change them (they are what the privileged repair restores from).
+READER_GROUP = "dnscache-agent"
+
+
+def reader_gid() -> int:
+    """The gid checkpoint files get: READER_GROUP's when it exists and we are root, else
+    our own (root's group on a host without the daemon's user: root-only in effect)."""
+    if os.getuid() != 0:
+        return os.getgid()
+    gid = hostfs.gid_for(READER_GROUP)
+    return gid if gid else os.getgid()
+
+
 class Checkpoint:
     """A directory holding backups and a manifest of registered host paths, plus free-form
     `meta` (e.g. whether named was running before). Raises StateError when the manifest on
@@ -179,10 +194,17 @@ class Checkpoint:
         return path in self.entries
 
     def _own_meta(self) -> hostfs.FileMeta:
-        return hostfs.FileMeta(0o600, os.getuid(), os.getgid())
+        return hostfs.FileMeta(0o640, os.getuid(), reader_gid())
+
+    def _mkdir(self, directory: Path) -> None:
+        """A checkpoint directory: root's, readable by the daemon's group (mode 0750)."""
+        hostfs.mkdir_durable(directory, mode=0o750)
+        if os.getuid() == 0:
+            os.chown(directory, 0, reader_gid())
+        os.chmod(directory, 0o750)
 
     def _save(self) -> None:
-        hostfs.mkdir_durable(self.dir)
+        self._mkdir(self.dir)
         data = {"format": FORMAT, "entries": [asdict(e) for e in self.entries.values()],
                 "meta": self.meta}
         hostfs.atomic_write(self.dir / MANIFEST,
@@ -210,7 +232,7 @@ class Checkpoint:
             data = host.read_bytes()
             name = f"{len(self.entries):03d}-" + path.strip("/").replace("/", "__")
             files = self.dir / "files"
-            hostfs.mkdir_durable(files)
+            self._mkdir(files)
             hostfs.atomic_write(files / name, data, self._own_meta(), label_xattrs=())
             self._step(f"backup-synced:{path}")
             entry = Entry(path=path, existed=True, mode=meta.mode, uid=meta.uid, gid=meta.gid,
@@ -328,6 +350,23 @@ class StateStore:
     @property
     def journal(self) -> Checkpoint:
         return Checkpoint(self.root, self.base / "journal", step=self.step)
+
+    def share_with_readers(self) -> None:
+        """Give READER_GROUP read access to the checkpoints (0750 directories, 0640 files):
+        for state written before the daemon's user existed. The lock file stays root's."""
+        if os.getuid() != 0 or not self.base.is_dir():
+            return
+        gid = reader_gid()
+        os.chmod(self.base, 0o755)
+        for name in ("original", "journal"):
+            top = self.base / name
+            if not top.is_dir():
+                continue
+            for path in [top, *top.rglob("*")]:
+                if path.is_symlink():
+                    continue
+                os.chown(path, 0, gid)
+                os.chmod(path, 0o750 if path.is_dir() else 0o640)
 
     def pristine(self, path: str) -> bytes | None:
         """The pre-agent content of `path`: the original backup if the agent changed it

@@ -10,6 +10,7 @@ import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 
 import psutil
 
@@ -220,6 +221,9 @@ class AgentUnits(ABC):
     @abstractmethod
     def daemon_reload(self) -> None: ...
 
+    def ensure_users(self, sysusers: Path) -> None:  # noqa: B027 - a hook, no-op by default
+        """Create the system users a sysusers.d file declares (before units use them)."""
+
     @abstractmethod
     def is_active(self, unit: str) -> bool: ...
 
@@ -251,6 +255,12 @@ class SystemdUnits(AgentUnits):
     def daemon_reload(self) -> None:
         self._ctl("daemon-reload")
 
+    def ensure_users(self, sysusers: Path) -> None:
+        result = self.runner.run(("systemd-sysusers", str(sysusers)), timeout=60)
+        if not result.ok:
+            raise ApplyError(f"systemd-sysusers {sysusers}: {result.first_error_line()}")
+        log.info("ran systemd-sysusers %s", sysusers)
+
     def is_active(self, unit: str) -> bool:
         return self.runner.run(("systemctl", "is-active", "--quiet", unit), timeout=30).ok
 
@@ -272,9 +282,50 @@ class SystemdUnits(AgentUnits):
         return done
 
 
+class StagedUnits(AgentUnits):
+    """A staged root (an image build): nothing is started; the daemon's user is created in
+    the tree when the builder has systemd-sysusers (else the image's first boot must)."""
+
+    name = "staged"
+
+    def __init__(self, runner: Runner, root: Root | None = None) -> None:
+        super().__init__(runner)
+        self.root = root
+
+    @classmethod
+    def available(cls, root: Root) -> bool:
+        return not root.is_live
+
+    def ensure_users(self, sysusers: Path) -> None:
+        if self.root is None or self.runner.which("systemd-sysusers") is None:
+            log.warning("systemd-sysusers is not on this builder: %s must be applied in the "
+                        "image (systemd-sysusers runs it at boot)", sysusers)
+            return
+        result = self.runner.run(("systemd-sysusers", f"--root={self.root.base}",
+                                  str(sysusers)), timeout=60)
+        if not result.ok:
+            raise ApplyError(f"systemd-sysusers --root={self.root.base} {sysusers}: "
+                             f"{result.first_error_line()}")
+
+    def daemon_reload(self) -> None:
+        pass
+
+    def is_active(self, unit: str) -> bool:
+        return False
+
+    def restart(self, unit: str) -> None:
+        pass
+
+    def enable_now(self, units: Sequence[str]) -> None:
+        pass
+
+    def disable_now(self, units: Sequence[str]) -> list[str]:
+        return []
+
+
 class NoUnits(AgentUnits):
-    """No systemd to ask (a staged root, a container without init): the unit files and
-    their [Install] links are still written; nothing is started."""
+    """No systemd to ask (a container without init): the unit files and their [Install]
+    links are still written; nothing is started."""
 
     name = "none"
 
@@ -298,12 +349,12 @@ class NoUnits(AgentUnits):
         return []
 
 
-UNIT_BACKENDS: tuple[type[AgentUnits], ...] = (SystemdUnits, NoUnits)
+UNIT_BACKENDS: tuple[type[AgentUnits], ...] = (SystemdUnits, StagedUnits, NoUnits)
 
 
 def units_for_host(root: Root, runner: Runner) -> AgentUnits:
     """The first available unit manager for this root."""
     for cls in UNIT_BACKENDS:
         if cls.available(root):
-            return cls(runner)
+            return StagedUnits(runner, root) if cls is StagedUnits else cls(runner)
     return NoUnits(runner)

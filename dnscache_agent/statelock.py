@@ -91,7 +91,8 @@ class StateLock:
 
     def _open(self) -> int:
         try:
-            hostfs.mkdir_durable(self.state_dir)
+            # 0755: the daemon's user reads the checkpoints below (each 0750, its group).
+            hostfs.mkdir_durable(self.state_dir, mode=0o755)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
                          0o600)
         except OSError as exc:

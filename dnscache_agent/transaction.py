@@ -18,8 +18,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Callable
 
-from . import checkconf, hostfs
-from .checkpoint import Checkpoint, StateStore
+from . import agent_units, checkconf, hostfs
+from .checkpoint import READER_GROUP, Checkpoint, StateStore
 from .commands import Runner
 from .errors import ApplyError, DnscacheError, StateError, ValidationError
 from .health import Health
@@ -452,9 +452,18 @@ class Transaction:
         return [u for u in plan.service.units if not self.units.is_active(u)]
 
     def _start_units(self, plan: Plan, changed: bool, start: list[str]) -> list[str]:
-        if plan.service is None or not self.root.is_live:
+        if plan.service is None:
+            return []
+        if not self.root.is_live:
+            if changed:  # an image build: the daemon's user must exist in the image
+                self.units.ensure_users(self.root.path(agent_units.SYSUSERS_PATH))
             return []
         done = []
+        if any(f.path == agent_units.SYSUSERS_PATH for f in plan.unit_files()) and (
+                changed or not hostfs.gid_for(READER_GROUP)):
+            self.units.ensure_users(self.root.path(agent_units.SYSUSERS_PATH))
+            # Checkpoints written before the user existed (an upgrade) become readable too.
+            self.store.share_with_readers()
         if changed:
             self.units.daemon_reload()
             done.append("ran systemctl daemon-reload")

@@ -147,6 +147,8 @@ class Send(NamedTuple):
 #: Called with (question key, qtype) when a question that already cost an upstream packet is
 #: asked again (not by the warm-up): the warm list's input.
 AskedAgain = Callable[[bytes, int], None]
+#: Called with (entry, answer, its TTL or None, now) for every answer relayed: `top`'s input.
+Answered = Callable[["Entry", bytes, "int | None", float], None]
 
 
 class PacerQueue:
@@ -154,13 +156,15 @@ class PacerQueue:
 
     def __init__(self, limits: QueueLimits | None = None, *, upstreams: int = 1,
                  rng: random.Random | None = None,
-                 on_asked_again: AskedAgain | None = None) -> None:
+                 on_asked_again: AskedAgain | None = None,
+                 on_answer: Answered | None = None) -> None:
         self.limits = limits or QueueLimits()
         self.upstreams = max(1, upstreams)
         # Seeded from os.urandom; IDs are visible only on the path to the resolver, where
         # an attacker could spoof answers anyway. SystemRandom cost a syscall per packet.
         self.rng = rng or random.Random()
         self.on_asked_again = on_asked_again
+        self.on_answer = on_answer
         self.counters = Counters()
         self.pending: dict[bytes, Entry] = {}
         self.by_id: dict[int, bytes] = {}
@@ -385,6 +389,8 @@ class PacerQueue:
             self.by_id.pop(other, None)
         self.counters.answers += 1
         ttl = wire.answer_ttl(data)
+        if self.on_answer is not None:
+            self.on_answer(entry, data, ttl, now)
         self.relayed[key] = now + (ttl if ttl is not None else 0)
         self.relayed.move_to_end(key)
         while len(self.relayed) > self.limits.relayed_max:

@@ -29,7 +29,7 @@ from ..stats.top import SearchPolicy
 from . import wire
 from .bucket import Pacing
 from .files import replace_file
-from .queue import PacerQueue, Priority, QueueLimits
+from .queue import Entry, PacerQueue, Priority, QueueLimits
 from .scheduler import Scheduler, TcpTicket
 from .stats_file import PacerStats, percentile, render
 from .tally import Tally
@@ -90,7 +90,7 @@ class PacerServer:
         self.warm = WarmList(config.warm_max)
         self.tally = Tally(config.search_policy, limit_pps=config.pacing.limit_pps)
         self.queue = PacerQueue(config.limits, upstreams=len(config.upstreams),
-                                on_asked_again=self._asked_again)
+                                on_asked_again=self._asked_again, on_answer=self._answered)
         self.sched: Scheduler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: socket.socket | None = None
@@ -107,6 +107,7 @@ class PacerServer:
         self._prev_counters: dict[str, int] = {}
         self._started_wall = wallclock()
         self.reply_errors = 0
+        self._stats_error: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> int:
@@ -267,11 +268,7 @@ class PacerServer:
                 break
             except OSError:  # ICMP unreachable from the resolver: the retransmit handles it
                 break
-            key = self.queue.by_id.get((data[0] << 8) | data[1]) if len(data) > 2 else None
-            entry = self.queue.pending.get(key) if key is not None else None
             replies = self.queue.answer(data, now)
-            if replies and entry is not None:
-                self.tally.answered(entry.key, entry.qtype, data, now, entry.tries)
             if client is None:
                 continue
             for addr, reply in replies:
@@ -339,6 +336,9 @@ class PacerServer:
         if q is not None:
             self.tally.answered_tcp(q.key, q.qtype, resp, loop.time(), sched.tcp_cost)
         return resp
+
+    def _answered(self, entry: Entry, data: bytes, ttl: int | None, now: float) -> None:
+        self.tally.answered(entry.key, entry.qtype, data, now, entry.tries, ttl)
 
     # ------------------------------------------------------------------ warm list
     def _asked_again(self, key: bytes, qtype: int) -> None:
@@ -496,8 +496,11 @@ class PacerServer:
         stats = self.snapshot(now, interval)
         try:
             replace_file(self.config.stats_file, render(stats))
+            self._stats_error = None
         except OSError as exc:
-            log.warning("cannot write %s: %s", self.config.stats_file, exc.strerror)
+            if exc.strerror != self._stats_error:  # once, not every second
+                log.warning("cannot write %s: %s", self.config.stats_file, exc.strerror)
+            self._stats_error = exc.strerror
         pps = stats.packets_ps
         self.notifier.notify(STATUS=f"queue {stats.queue_depth}, "
                                     f"sent {0 if pps is None else pps:.0f} packets/s, "

@@ -9,7 +9,8 @@ every stats write. Pure: `now` is passed in.
 
 from __future__ import annotations
 
-from ..stats.top import TCP_FALLBACK, SearchPolicy, TopTally, question_from_wire
+from ..stats.top import TCP_FALLBACK, SearchPolicy, TopTally, UpstreamQuestion, question_from_wire
+from . import wire
 from .stats_file import TopEntry
 
 TOP_N = 50
@@ -28,11 +29,16 @@ class Tally:
         self._classes: dict[str, float] = {}
 
     def answered(self, key: bytes, qtype: int, response: bytes, now: float,
-                 packets: int = 1) -> None:
-        """A question answered over UDP after `packets` attempts."""
-        q = question_from_wire(key, qtype, response, packets=packets)
-        if q is not None:
-            self.top_tally.observe(q, now)
+                 packets: int = 1, ttl: int | None = None) -> None:
+        """A question answered over UDP after `packets` attempts; `ttl` is the answer's
+        (`wire.answer_ttl`), already parsed by the queue on the hot path."""
+        name = wire.name_text(key)
+        if name is None or len(response) < wire.HEADER:
+            return
+        answers = (response[6] << 8) | response[7]
+        self.top_tally.observe(UpstreamQuestion(name, wire.type_text(qtype),
+                                                wire.rcode(response), answers, ttl, False,
+                                                packets), now)
 
     def answered_tcp(self, key: bytes, qtype: int, response: bytes | None, now: float,
                      packets: int) -> None:

@@ -8,6 +8,7 @@ and are pure.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -131,21 +132,26 @@ def answer_ttl(msg: bytes) -> int | None:
     return best
 
 
+#: Label bytes that survive a `name type` text line: printable ASCII except . \\ ; " and space.
+_SAFE_LABEL = re.compile(rb'[\x21\x23-\x2d\x2f-\x3a\x3c-\x5b\x5d-\x7e]+')
+
+
 def name_text(question_key: bytes) -> str | None:
     """Presentation form ("www.example.com.") of the name in a `Question.key`, or None
     when a label holds characters that would not survive a `name type` text line."""
     labels = []
     i = 2
-    while i < len(question_key):
+    n = len(question_key)
+    while i < n:
         length = question_key[i]
         if length == 0:
             break
         label = question_key[i + 1:i + 1 + length]
-        if not all(0x21 <= c <= 0x7E and c not in (0x2E, 0x5C, 0x3B, 0x22) for c in label):
+        if not _SAFE_LABEL.fullmatch(label):
             return None
-        labels.append(label.decode("ascii"))
+        labels.append(label)
         i += length + 1
-    return ".".join(labels) + "."
+    return b".".join(labels).decode("ascii") + "."
 
 
 def type_text(qtype: int) -> str:

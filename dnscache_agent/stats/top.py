@@ -17,8 +17,10 @@ Classes, in the order an event is assigned to the first that matches:
 
 Counting is per event into the current minute: packets per class exactly, packets per
 (name, type) for at most `max_keys` keys a minute. When a minute ends it is compacted to its
-`keep` costliest keys and its class totals, and the last 60 minutes are kept: memory is
-bounded by about 60 x `keep` + `max_keys` keys whatever the query rate.
+`keep` costliest keys and domains and its class totals, and the last 60 minutes are kept:
+memory is bounded by about 60 x `keep` + `max_keys` keys (and as many domains) whatever the
+query rate. Domains (a name's parent) add up the names a client generates under one
+domain, each cheap alone.
 """
 
 from __future__ import annotations
@@ -260,7 +262,7 @@ def parent(name: str) -> str:
     """The domain a name sits in (`r1.typo.example.com` → `typo.example.com`); names of two
     labels or fewer are their own domain."""
     n = _norm(name)
-    head, dot, rest = n.partition(".")
+    _head, dot, rest = n.partition(".")
     return rest if dot and "." in rest else n
 
 

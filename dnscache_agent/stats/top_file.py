@@ -31,6 +31,7 @@ from ..resolv_conf import parse as parse_resolv_conf
 from .top import (
     CLASSES,
     ClassStat,
+    DomainStat,
     KeyStat,
     SearchPolicy,
     TopReport,
@@ -90,7 +91,7 @@ def render(tally: TopTally, reports: Mapping[str, TopReport], written: float) ->
 
 
 def _bounded(report: TopReport) -> TopReport:
-    return replace(report, top=report.top[:TOP_N])
+    return replace(report, top=report.top[:TOP_N], domains=report.domains[:TOP_N])
 
 
 class TopFeed:
@@ -229,9 +230,18 @@ def _report(window: str, doc: Any) -> TopReport:
             int(_get(k, "packets", (int,))), _num(k, "pps"), _num(k, "share_of_budget"),
             _get(k, "class", (str,)), int(_get(k, "rcode", (int,))),
             _get(k, "ttl", (int,), optional=True)))
+    domains: list[DomainStat] = []
+    for d in _get(doc, "domains", (list,), optional=True) or []:
+        if len(domains) >= TOP_N:
+            break
+        if not isinstance(d, dict):
+            raise TopFileError("a domain entry is not an object")
+        domains.append(DomainStat(_get(d, "domain", (str,)), int(_get(d, "packets", (int,))),
+                                  _num(d, "pps"), _num(d, "share_of_budget"),
+                                  int(_get(d, "names", (int,)))))
     return TopReport(window, _num(doc, "seconds"), int(_get(doc, "packets", (int,))),
                      _num(doc, "pps"), _num(doc, "limit_pps"), tuple(classes), tuple(top),
-                     int(_get(doc, "untallied", (int,))))
+                     int(_get(doc, "untallied", (int,))), tuple(domains))
 
 
 def parse(data: bytes, source: str = "top file") -> TopFile:

@@ -164,3 +164,10 @@ def test_report_judges_glibc_phases_and_marks_the_warm_list_pending() -> None:
     assert "| 3.0 | not within 10 s |" in table
     assert "pending: `--warm-list`" in table
     assert "| cold | 2000 | 2000 | agent | 4.00 | 40 | 0 |" in report.render_glibc_table(doc)
+
+
+def test_upstream_summary_from_cumulative_counter_readings() -> None:
+    s = gl.upstream_summary([(10.0, 100, 0), (11.0, 600, 0), (12.0, 1100, 400)])
+    assert s == {"upstream_packets": 1400, "upstream_dropped": 400,
+                 "upstream_mean_pps": 700.0, "upstream_peak_pps": 900.0}
+    assert gl.upstream_summary([(1.0, 5, 5)])["upstream_packets"] == 0

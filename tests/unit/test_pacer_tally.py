@@ -7,7 +7,7 @@ import dns.rcode
 import dns.rrset
 
 from dnscache_agent.pacer.tally import Tally
-from dnscache_agent.pacer.wire import parse_query
+from dnscache_agent.pacer.wire import answer_ttl, parse_query
 from dnscache_agent.stats.top import SearchPolicy
 
 
@@ -27,9 +27,9 @@ def test_top_and_classes_of_the_last_minute() -> None:
     t = Tally(SearchPolicy(("ec2.internal",), 5), limit_pps=1000, period=0.0)
     k, qt, r = key_and_answer("short.example.", ttl=5)
     for i in range(3):
-        t.answered(k, qt, r, 10.0 + i)
+        t.answered(k, qt, r, 10.0 + i, ttl=answer_ttl(r))
     k, qt, r = key_and_answer("api.example.com.ec2.internal.", rcode=dns.rcode.NXDOMAIN)
-    t.answered(k, qt, r, 11.0, packets=2)  # answered after a retransmit
+    t.answered(k, qt, r, 11.0, packets=2, ttl=answer_ttl(r))  # after a retransmit
     k, qt, r = key_and_answer("v4only.example.", "AAAA", records=False)
     t.answered(k, qt, r, 11.0)
     k, qt, r = key_and_answer("big.example.")

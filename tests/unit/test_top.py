@@ -186,3 +186,32 @@ def test_render_top_shows_classes_fixes_and_names() -> None:
                for line in lines)
     assert any(line.startswith("typo.example.com") and "repeated-nxdomain" in line
                for line in lines)
+
+
+def test_domains_add_up_names_a_client_generates() -> None:
+    """Random labels under one domain: each name is cheap (the pacer answers repeats within a
+    second), the domain shows what they cost together, and memory stays bounded."""
+    from dnscache_agent.stats.top import parent, render_top
+
+    assert parent("r1.typo.example.com.") == "typo.example.com"
+    assert parent("example.com") == "example.com" and parent("com") == "com"
+    t = TopTally(K8S, limit_pps=1000, max_keys=50, keep=5)
+    for s in range(30):
+        for i in range(20):
+            t.observe(q(f"r{s}-{i}.typo.example.com", rcode=3, answers=0), T0 + s)
+        t.observe(q("www.example.com"), T0 + s)
+    r = t.report("minute", T0 + 30)
+    first = r.domains[0]
+    # every packet counts for the domain; `names` counts the names under the key cap (49 +
+    # www.example.com = max_keys)
+    assert (first.domain, first.packets, first.names) == ("typo.example.com", 600, 49)
+    assert first.pps == pytest.approx(20) and first.share_of_budget == pytest.approx(0.02)
+    assert r.top[0].packets == 30  # no single name stands out: www.example.com, once a second
+    text = render_top(r)
+    assert any(line.startswith("typo.example.com") and " 49 " in line
+               for line in text.splitlines()), text
+    for minute in range(1, 70):  # a new domain every event: bounded per minute and compacted
+        for i in range(100):
+            t.observe(q(f"x.d{minute}-{i}.example.com"), T0 + 60 * minute + i / 10)
+    assert all(len(m.domains) <= 5 for m in t._history)
+    assert t._current is not None and len(t._current.domains) <= 50
