@@ -133,6 +133,10 @@ class AgentPort:
         lock = self.agent.lock()
         lock.timeout = REPAIR_LOCK_WAIT_SECONDS
         with lock:
+            # Checked under the lock: a rollback that held it a moment ago has removed the
+            # checkpoint, and a repair queued behind it must not undo it.
+            if not self.agent.state_store().original.exists:
+                return "not repairing: the agent is not applied here (rolled back)"
             report = self.agent.transaction().apply(self.agent.plan())
         if report.nothing_to_do:
             return "nothing to change"

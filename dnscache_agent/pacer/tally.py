@@ -14,6 +14,9 @@ from . import wire
 from .stats_file import TopEntry
 
 TOP_N = 50
+#: Question keys whose text is kept: decoding a name is the costliest step per answer, and
+#: the costly names repeat. The cache is dropped whole when full.
+NAME_CACHE = 20000
 
 
 class Tally:
@@ -27,12 +30,19 @@ class Tally:
         self._at: float | None = None
         self._top: tuple[TopEntry, ...] = ()
         self._classes: dict[str, float] = {}
+        self._names: dict[bytes, str | None] = {}
 
     def answered(self, key: bytes, qtype: int, response: bytes, now: float,
                  packets: int = 1, ttl: int | None = None) -> None:
         """A question answered over UDP after `packets` attempts; `ttl` is the answer's
         (`wire.answer_ttl`), already parsed by the queue on the hot path."""
-        name = wire.name_text(key)
+        if key in self._names:
+            name = self._names[key]
+        else:
+            name = wire.name_text(key)
+            if len(self._names) >= NAME_CACHE:
+                self._names.clear()
+            self._names[key] = name
         if name is None or len(response) < wire.HEADER:
             return
         answers = (response[6] << 8) | response[7]

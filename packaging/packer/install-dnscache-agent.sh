@@ -21,7 +21,8 @@ python3 -m venv "$VENV"
 "$VENV/bin/pip" install --disable-pip-version-check --no-cache-dir "$WHEEL"
 rm -f "$WHEEL"
 
-# Units from the installed package, ExecStart= pointing into the venv; enabled for boot.
+# Units from the installed package, ExecStart= pointing into the venv; enabled for boot. Only
+# the units are written (and checkpointed, so `rollback` on an instance removes them): the
+# plan for bind, the pacer and the resolver is applied by the repair unit at first boot, for
+# the instance it boots on.
 "$VENV/bin/dnscache-agent" install-service --no-start
-# The image must carry no checkpoints of the builder's own resolver configuration.
-rm -rf /var/lib/dnscache-agent
