@@ -205,6 +205,7 @@ class OpenLoopPool:
         self.idle = 0
         self.finished = 0
         self._q: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._closed = False
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
 
@@ -223,8 +224,8 @@ class OpenLoopPool:
         q, clock, fn = self._q, self.clock, self.fn
         while True:
             i = q.get()
-            if i < 0:
-                return
+            if i < 0 or self._closed:
+                return  # past the drain: what is still queued stays "not started"
             with self._lock:
                 self.idle -= 1
             t = clock()
@@ -238,6 +239,11 @@ class OpenLoopPool:
                 self.idle += 1
                 self.finished += 1
                 self._done.notify_all()
+
+    def close(self) -> None:
+        """Start nothing more: threads finishing a lookup exit instead of taking the next
+        (thousands of them competing for the GIL would delay the summary)."""
+        self._closed = True
 
     def wait_all(self, total: int, deadline: float) -> bool:
         """Wait until `total` lookups finished or `deadline` (clock time); True if all did."""
@@ -281,7 +287,8 @@ def run_load(names: Sequence[str], qps: float, seconds: float, *, drain: float =
             peak = max(peak, pool.threads)
     finally:
         threading.stack_size(old_stack)
-    pool.wait_all(dispatched, t0 + dispatched / qps + drain)
+    pool.wait_all(dispatched, max(t0 + dispatched / qps, time.monotonic()) + drain)
+    pool.close()
     lat = list(pool.latency)[:dispatched]
     codes = list(pool.codes)[:dispatched]
     lags = list(pool.start_lag)[:dispatched]

@@ -9,11 +9,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from . import agent_units, host_facts, planner
+from . import agent_units, host_facts, planner, resolv_conf, resolvers
 from .checkpoint import StateStore
 from .commands import Runner
 from .errors import ApplyError, ConfigError, DnscacheError
-from .health import Health, wait_healthy
+from .health import Health, query_once, wait_healthy
 from .host_facts import Facts
 from .imds import ImdsClient
 from .pacer_service import PacerService, pacer_for_host, port_open, probe
@@ -147,6 +147,16 @@ class Agent:
 
         return status
 
+    def baseline_health(self) -> Health | None:
+        """The health name asked of the host's own resolver, as the pre-agent resolv.conf
+        names it (the cache and the pacer bypassed): tells a dark VPC resolver from a change
+        that broke resolution. None when that file names no resolver."""
+        original = resolv_conf.parse(self.facts.view.text(resolvers.base.RESOLV_CONF) or "")
+        servers = [ns for ns in original.nameservers if not resolv_conf.is_loopback(ns)]
+        if not servers:
+            return None
+        return query_once(self.settings.cache.health_name, server=servers[0], timeout=2.0)
+
     def pacer_health(self, plan: PacerPlan) -> Health:
         return probe(plan, self.settings.cache.health_name)
 
@@ -158,7 +168,8 @@ class Agent:
                            service=self.service, health_check=self.health,
                            store=self.state_store(),
                            units=units_for_host(self.root, self.runner),
-                           pacer_factory=self.pacer_service, pacer_health=self.pacer_health)
+                           pacer_factory=self.pacer_service, pacer_health=self.pacer_health,
+                           baseline_check=self.baseline_health)
 
     def service_plan(self, service: planner.ServiceInstall) -> Plan:
         """Only the agent's units (install-service): needs no facts, so an image build

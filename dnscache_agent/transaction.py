@@ -136,7 +136,8 @@ class Transaction:
                  service: NamedService, health_check: Callable[[], Health],
                  store: StateStore | None = None, units: AgentUnits | None = None,
                  pacer_factory: Callable[[PacerPlan], PacerService] | None = None,
-                 pacer_health: Callable[[PacerPlan], Health] | None = None) -> None:
+                 pacer_health: Callable[[PacerPlan], Health] | None = None,
+                 baseline_check: Callable[[], Health | None] | None = None) -> None:
         self.root = root
         self.profile = profile
         self.runner = runner
@@ -146,6 +147,8 @@ class Transaction:
         self.units = units or NoUnits(runner)
         self.pacer_factory = pacer_factory or (lambda plan: NoPacer(root, plan, runner))
         self.pacer_health = pacer_health or (lambda plan: Health(True, "pacer not probed"))
+        # A query to the host's pre-agent resolver, bypassing the cache (None: none known).
+        self.baseline_check = baseline_check or (lambda: None)
 
     # --- recovery -------------------------------------------------------------------------
 
@@ -283,11 +286,23 @@ class Transaction:
                 raise ApplyError(f"{' '.join(cmd.argv)}: {result.first_error_line()}")
             log.info("ran %s", " ".join(cmd.argv))
 
-    def _check_health(self, stage: str) -> Health:
-        health = self.health_check()
-        if not health.ok:
-            raise ApplyError(f"health check {stage} failed: {health.detail}")
-        return health
+    def _check_health(self, stage: str, health: Health | None = None) -> Health:
+        """A failed health check rolls the change back, unless the host's own resolver (what
+        it used before the agent) does not answer either: then the VPC resolver is dark (DNS
+        disabled in the VPC, no route at boot), the change is not at fault, and the cache is
+        kept in place to answer once the resolver does (serving what it holds meanwhile)."""
+        health = health or self.health_check()
+        if health.ok:
+            return health
+        baseline = self.baseline_check()
+        if baseline is not None and not baseline.ok:
+            log.warning("health check %s failed (%s), and the host's own resolver does not "
+                        "answer either (%s): keeping the change; names resolve once it does",
+                        stage, health.detail, baseline.detail)
+            return Health(True, f"upstream unreachable: {health.detail}; the host's own "
+                                f"resolver does not answer either ({baseline.detail})",
+                          rcode=health.rcode)
+        raise ApplyError(f"health check {stage} failed: {health.detail}")
 
     def apply(self, plan: Plan) -> ApplyReport:
         """Make the host match `plan`. Raises ValidationError (nothing touched) or ApplyError
@@ -417,9 +432,7 @@ class Transaction:
         elif changed or restart:
             pacer.restart()
             action = "restarted"
-        health = self.pacer_health(pacer.plan)
-        if not health.ok:
-            raise ApplyError(f"health check through the pacer failed: {health.detail}")
+        self._check_health("through the pacer", self.pacer_health(pacer.plan))
         return action
 
     def _record_for_rollback(self, plan: Plan, was_active: bool,

@@ -45,6 +45,9 @@ Before=named.service dnscache-agent.service
 [Service]
 ExecStartPre=-/usr/sbin/ip addr add {VPC}/32 dev lo
 ExecStart=/opt/dnscache-agent/venv/bin/python /root/fake_vpc.py
+# Type=simple counts as started at fork: hold the units ordered after it (the image's stock
+# named binds every address) until python has bound the port.
+ExecStartPost=/bin/sleep 2
 [Install]
 WantedBy=multi-user.target
 """

@@ -409,3 +409,30 @@ def test_apply_repairs_mode_drift_that_verify_reports(root: Root) -> None:
     assert resolv.stat().st_mode & 0o777 == 0o644
     assert all(c.ok for c in verify.check_modes(PLAN, root, store))
     assert txn(root).apply(PLAN).nothing_to_do
+
+
+@needs_root
+@pytest.mark.parametrize("resolver_answers", [True, False])
+def test_a_dark_vpc_resolver_is_not_blamed_on_the_change(live_root: Root,
+                                                         resolver_answers: bool) -> None:
+    """The cache's health check fails. If the host's own resolver (asked directly) answers,
+    the change broke resolution: roll back. If it does not answer either (DNS disabled in the
+    VPC, nothing answering at boot), keep the cache in place: rolling back would only leave
+    the host without it once the resolver comes back, and repair would loop."""
+    before = snapshot(live_root)
+    runner = FakeRunner()
+    service = FakeService(live_root, DEBIAN, runner, active=True)
+    baseline = Health(resolver_answers, "172.31.0.2: " + ("NOERROR" if resolver_answers
+                                                          else "no answer in 2s"))
+    t = Transaction(live_root, DEBIAN, runner=runner, service=service,
+                    health_check=lambda: Health(False, "fake: SERVFAIL", rcode="SERVFAIL"),
+                    baseline_check=lambda: baseline)
+    if resolver_answers:
+        with pytest.raises(ApplyError, match="failed: fake: SERVFAIL; rolled back"):
+            t.apply(PLAN)
+        assert snapshot(live_root) == before
+    else:
+        report = t.apply(PLAN)
+        assert report.health is not None and report.health.ok
+        assert "upstream unreachable" in report.health.detail
+        assert all(live_root.path(f.path).read_bytes() == f.content for f in PLAN.files)
