@@ -223,11 +223,13 @@ def test_every_planned_file_is_repaired_under_the_shipped_units(
         since = sh(box, "date '+%Y-%m-%d %H:%M:%S'").strip()
         time.sleep(1.0)  # journal timestamps have 1 s resolution
         clobber(box, kind, path)
-        took[path] = wait_for(
-            f"{path} repaired", lambda: not failing(verify_report(box, cmd)) and path in
-            sh(box, "journalctl -q --no-pager -o cat -u dnscache-agent-repair.service "
-                    f"--since '{since}'", check=False),
-            VERIFY_INTERVAL + REPAIR_SLACK, interval=1.0)
+        def repaired(path: str = path, since: str = since) -> bool:
+            return not failing(verify_report(box, cmd)) and path in sh(
+                box, "journalctl -q --no-pager -o cat -u dnscache-agent-repair.service "
+                     f"--since '{since}'", check=False)
+
+        took[path] = wait_for(f"{path} repaired", repaired, VERIFY_INTERVAL + REPAIR_SLACK,
+                              interval=1.0)
         after = sh(box, f"cat {path} 2>/dev/null || readlink {path} || true")
         if path not in ("/etc/resolv.conf",):  # a manager may lay it out its own way
             assert after == before, path
@@ -295,3 +297,39 @@ def test_packer_image_serves_dns_through_the_cache_after_first_boot(
     repair_log = sh(box, "journalctl -q --no-pager -o cat -u dnscache-agent-repair.service",
                     check=False)
     assert re.search(r"wrote /etc/bind/named.conf.options", repair_log), repair_log[-3000:]
+
+
+def test_a_dark_vpc_resolver_neither_blocks_boot_nor_loops(
+    systemd_container: StartContainer, agent_wheelhouse: Path, tmp_path: Path
+) -> None:
+    """DNS disabled in the VPC (nothing answers at 169.254.169.253, packets vanish): apply
+    keeps the cache in place, the service reaches READY at once and says the upstream is
+    unreachable, is not restarted, and lookups work as soon as the resolver answers again."""
+    box = systemd_container("base")
+    cmd = prepare(box, agent_wheelhouse, tmp_path)
+    # Blackhole, not refuse: the worst case, where named waits out every fetch.
+    sh(box, f"systemctl stop fake-vpc-dns; ip route add blackhole {VPC}/32 || true; "
+            f"ip addr del {VPC}/32 dev lo || true")
+    out = box.exec(["env", IMDS, cmd, "apply"], check=False, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "upstream unreachable" in out.stdout, out.stdout
+    assert wired(box)
+    out = box.exec(["env", IMDS, cmd, "install-service"], check=False, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    took = wait_for("READY with a dark upstream", lambda: "ActiveState=active" in sh(
+        box, f"systemctl show {UNIT} -p ActiveState", check=False), 30)
+    status = sh(box, f"systemctl show {UNIT} -p StatusText -p NRestarts")
+    assert "upstream resolver unreachable" in status, status
+    assert sh(box, "systemctl is-active nss-lookup.target", check=False).strip() == "active"
+    time.sleep(3 * VERIFY_INTERVAL)
+    status = sh(box, f"systemctl show {UNIT} -p NRestarts -p ActiveState")
+    assert "NRestarts=0" in status and "ActiveState=active" in status, status
+    # The resolver comes back: lookups through the cache work, and the status says so.
+    sh(box, f"ip route del blackhole {VPC}/32 || true; systemctl start fake-vpc-dns")
+    wait_for("lookups through the cache", lambda: ANSWER in sh(
+        box, "getent hosts back.example.test", check=False), 30)
+    wait_for("status ok again", lambda: "config ok" in sh(
+        box, f"systemctl show {UNIT} -p StatusText", check=False)
+        and "unreachable" not in sh(box, f"systemctl show {UNIT} -p StatusText", check=False),
+        3 * VERIFY_INTERVAL + 10)
+    print(f"READY after {took:.1f}s with the resolver dark")
