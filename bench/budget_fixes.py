@@ -154,7 +154,8 @@ def render_doc(results: Sequence[ArmResult], meta: Mapping[str, Any]) -> str:
         f"zones' negative TTL {NEGATIVE_TTL} s; limit {LIMIT_PPS} packets/s.",
         "",
         "| arm | applied by | upstream pkt/s (steady) | vs baseline | whole run pkt | "
-        "lookups/s achieved | lookups failed | classes `top` saw (pkt/s, last minute) |",
+        "lookups/s achieved | lookups failed | classes `top` showed (pkt/s since the arm's "
+        "pacer started, cold fetches included) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -348,6 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--settle", type=float, default=6.0)
     p.add_argument("--out", type=Path, default=RESULTS / "budget-fixes-latest.json")
     p.add_argument("--doc", type=Path, help="update the generated block of this markdown file")
+    p.add_argument("--from-json", type=Path, metavar="FILE",
+                   help="re-render --doc from a saved run instead of measuring")
     p.add_argument("--feed-cost", action="store_true",
                    help="only measure what tallying costs the pacer (no VPC, no root)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -365,6 +368,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 < a.seconds <= MAX_ARM_SECONDS:
         print(f"budget_fixes: --seconds must be in (0, {MAX_ARM_SECONDS:g}]", file=sys.stderr)
         return 2
+    if a.from_json:
+        saved = json.loads(a.from_json.read_text(encoding="utf-8"))
+        if a.doc:
+            a.doc.write_text(with_doc(a.doc.read_text(encoding="utf-8"), render_doc(
+                [ArmResult(**r) for r in saved["arms"]], saved["meta"])), encoding="utf-8")
+        return 0
     results = run(arms, count=a.names, qps=a.qps, seconds=a.seconds, settle=a.settle)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "host": os.uname().nodename, "names": a.names, "qps": a.qps,

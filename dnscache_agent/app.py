@@ -16,6 +16,7 @@ from .errors import ApplyError, ConfigError, DnscacheError
 from .health import Health, query_once, wait_healthy
 from .host_facts import Facts
 from .imds import ImdsClient
+from .pacer.stats_file import PacerStats, read_pacer_stats
 from .pacer_service import PacerService, pacer_for_host, port_open, probe
 from .plan_model import PacerPlan, Plan
 from .platform import profile_for
@@ -239,7 +240,16 @@ class Agent:
             OptionalEnaReader(EthtoolReader(self.runner)),
             BudgetTracker(self.settings.budget.limit_pps,
                           warn_headroom_pct=self.settings.budget.warn_headroom_pct),
-            upstream_interface=upstream, interfaces=interfaces)
+            upstream_interface=upstream, interfaces=interfaces,
+            pacer=self.pacer_stats_reader())
+
+    def pacer_stats_reader(self) -> Callable[[], PacerStats | None] | None:
+        """Reads the pacer's stats file (its figures, and what it sent upstream, which is what
+        the budget counts while named forwards to it); None when the pacer is off."""
+        if not self.settings.pacer.enabled:
+            return None
+        path = self.root.path(self.settings.pacer.stats_file)
+        return lambda: read_pacer_stats(path)
 
     def named_enabled(self) -> bool:
         """Whether the init system starts named at boot (systemd hosts only)."""

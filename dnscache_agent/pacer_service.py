@@ -150,7 +150,7 @@ class ProcessPacer(PacerService):
         python = sys.executable
         argv = [python, "-m", "dnscache_agent.supervise", "--pid-file", str(pid_file),
                 "--log", str(self.root.path(LOG_FILE)), "--",
-                python, "-m", "dnscache_agent", *self.plan.argv]
+                python, "-m", "dnscache_agent.pacer", *self.plan.argv]
         subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
                          env=_child_env(os.environ))

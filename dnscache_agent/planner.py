@@ -112,7 +112,9 @@ def plan_pacer(facts: Facts, settings: Settings, command: str,
     command for ExecStart=."""
     if not settings.pacer.enabled:
         return None, (), ()
-    argv: tuple[str, ...] = ("pacer", "--config", PACER_CONFIG)
+    # The pacer's own entry point (`python -m dnscache_agent.pacer`, `dnscache-agent-pacer`):
+    # the CLI's other imports would cost it 16 MB.
+    argv: tuple[str, ...] = ("--config", PACER_CONFIG)
     config = FileChange(PACER_CONFIG, render_pacer_config(settings), mode=0o644,
                         owner=PACER_OWNER)
     digest = pacer_digest(settings)
@@ -121,8 +123,8 @@ def plan_pacer(facts: Facts, settings: Settings, command: str,
                 (config,), ())
     unit = agent_units.PACER_UNIT
     text = agent_units.shipped_units()[unit].replace(
-        f"{agent_units.SHIPPED_COMMAND} pacer",
-        f"{agent_units.SHIPPED_COMMAND} pacer --config {PACER_CONFIG}")
+        f"{agent_units.SHIPPED_COMMAND}-pacer\n",
+        f"{agent_units.SHIPPED_COMMAND}-pacer --config {PACER_CONFIG}\n")
     files, links = agent_units.plan_units({unit: text}, command, owner=PACER_OWNER)
     return (PacerPlan(settings.pacer.listen, settings.pacer.port, unit, argv, digest),
             (config,) + files, links)

@@ -121,6 +121,7 @@ class TopFeed:
         self._policy_at = -math.inf
         # Decoding a name is the costliest step per answer; the costly names repeat.
         self._names: dict[bytes, str] = {}
+        self._error: str | None = None
         self._refresh_policy(clock())
 
     def _refresh_policy(self, now: float) -> None:
@@ -172,8 +173,11 @@ class TopFeed:
         try:
             self.write(self.path, render(self.tally, self.reports(now), self.wallclock()))
         except OSError as exc:
-            log.warning("cannot write %s: %s", self.path, exc.strerror)
+            if exc.strerror != self._error:  # once, not every second
+                log.warning("cannot write %s: %s", self.path, exc.strerror)
+            self._error = exc.strerror
             return False
+        self._error = None
         return True
 
     def remove(self) -> None:

@@ -258,7 +258,9 @@ def test_datapoints_read_back_match_the_load_and_the_resolver_counter(
     assert _near(client.total, result.completed), report
     assert _near(upstream.total, passed), report
     assert _near(upstream.total, unique_sent), report
-    assert budget.total == pytest.approx(upstream.total), report
+    # The budget charges what the pacer sent (named forwards to it), read from its stats
+    # file a second behind named's counters: the same packets, the limit rule's count.
+    assert _near(budget.total, passed), report
     assert client.sample_count == upstream.sample_count == budget.sample_count, report
     assert stopped - ready - SAMPLE_COUNT_SLACK <= client.sample_count <= exited - started, report
     # The peak second is the paced load (dnsperf -Q), not a burst or a double count.

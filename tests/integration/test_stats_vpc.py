@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from dnscache_agent.pacer.stats_file import read_pacer_stats
 from rig import SimulatedVpc, write_queries_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,6 +63,12 @@ def test_client_rate_and_hit_ratio_match_the_load(applied: tuple[SimulatedVpc, l
         assert s["host"]["upstream_pps"] < 5
 
 
+def pacer_total(vpc: SimulatedVpc) -> int:
+    stats = read_pacer_stats(vpc.workdir / "pacer" / "stats.json")
+    assert stats is not None, "the pacer's stats file is missing or stale"
+    return int(stats.totals["packets"])
+
+
 def test_upstream_packets_match_what_the_resolver_counted(
         applied: tuple[SimulatedVpc, list[str]]) -> None:
     vpc, cfg = applied
@@ -68,8 +76,11 @@ def test_upstream_packets_match_what_the_resolver_counted(
     names = [(f"h{i}.vpc.test", "A") for i in range(2000, 2000 + QPS * (SECONDS + 2))]
     queries = write_queries_file(vpc.workdir / "unique.txt", names)
     before = vpc.counters()
+    pacer_before = pacer_total(vpc)
     samples, result = watch_during_load(vpc, cfg, queries, QPS)
+    time.sleep(2.5)  # the pacer writes its totals once a second
     after = vpc.counters()
+    pacer_after = pacer_total(vpc)
     assert samples
     passed = after.passed_packets - before.passed_packets
     assert passed == pytest.approx(result.completed, rel=0.05)  # type: ignore[attr-defined]
@@ -78,5 +89,10 @@ def test_upstream_packets_match_what_the_resolver_counted(
         assert upstream == pytest.approx(QPS, rel=TOLERANCE)
         assert s["host"]["cache_hit_ratio"] < 0.05
         iface = next(iter(s["interfaces"].values()))
-        assert iface["budget_pps"] == pytest.approx(upstream)
-        assert iface["budget_headroom"] == pytest.approx(1 - upstream / 1024, abs=0.01)
+        # What leaves the interface is what the pacer sent (named forwards to it): the budget
+        # charges the pacer's packets, which match named's upstream queries one for one here.
+        pacer = s["host"]["pacer_packets_ps"]
+        assert iface["budget_pps"] == pytest.approx(pacer)
+        assert iface["budget_headroom"] == pytest.approx(1 - pacer / 1024, abs=0.01)
+    # The pacer's own count of what it sent is what the limit rule counted.
+    assert pacer_after - pacer_before == pytest.approx(passed, rel=0.02, abs=3)

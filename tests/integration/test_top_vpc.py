@@ -5,7 +5,8 @@ dnsperf with a chatty client: 200 generated names under one domain that fail aga
 answers a repeat within a second itself, so no single name floods: `top` must name the
 flooding domain and its class, with packets within 15% of what the limit rule counted, its
 total within 15% of the rule's count, and each class's fix (search-list classes come from the
-instance's resolv.conf)."""
+instance's resolv.conf); a TCP query shows as a TCP fallback, and a stopped pacer leaves no
+top file behind."""
 from __future__ import annotations
 
 import json
@@ -52,6 +53,9 @@ def test_top_names_the_flooding_domain_and_class(
         before = vpc.counters()
         result = vpc.dnsperf(qfile, server="127.0.0.1", port=PORT, qps=300, seconds=15,
                              clients=2, timeout=2)
+        big = vpc.exec_instance(["dig", "@127.0.0.1", "-p", str(PORT), "+tcp", "+time=3",
+                                 "+tries=1", "bigtxt.vpc.test", "TXT"], timeout=20)
+        assert "chunk07" in big.stdout, big.stdout + big.stderr
         time.sleep(1.0)  # the last answers
         after = vpc.counters()
         counted = (after.passed_packets - before.passed_packets
@@ -65,6 +69,7 @@ def test_top_names_the_flooding_domain_and_class(
                               text=True, timeout=60, cwd=REPO).stdout
     finally:
         pacer.stop()
+    assert not top_file.exists()  # a stopped pacer leaves no figures to mistake for live ones
     print(f"limit rule counted {counted}; dnsperf {result}; top:\n{text}")
     assert counted > 1000
     # every packet the rule counted went through the pacer's tally
@@ -81,5 +86,6 @@ def test_top_names_the_flooding_domain_and_class(
     by = {c["class"]: c for c in report["classes"]}
     assert by["search-nxdomain"]["setting"] == "resolv.conf: options ndots:1"
     assert "aaaa-nodata" in by, list(by)
+    assert by["tcp-fallback"]["examples"] == ["bigtxt.vpc.test TXT"], by["tcp-fallback"]
     assert abs(klass["share_of_budget"] - klass["pps"] / 1024) < 1e-6
     assert any(line.startswith("typo.vpc.test") for line in text.splitlines()), text

@@ -228,8 +228,13 @@ def test_every_planned_file_is_repaired_under_the_shipped_units(
                 box, "journalctl -q --no-pager -o cat -u dnscache-agent-repair.service "
                      f"--since '{since}'", check=False)
 
-        took[path] = wait_for(f"{path} repaired", repaired, VERIFY_INTERVAL + REPAIR_SLACK,
-                              interval=1.0)
+        try:
+            took[path] = wait_for(f"{path} repaired", repaired,
+                                  VERIFY_INTERVAL + REPAIR_SLACK, interval=1.0)
+        except AssertionError as exc:
+            logs = sh(box, "journalctl -q --no-pager -o cat -u dnscache-agent "
+                           f"-u dnscache-agent-repair --since '{since}' | tail -40", check=False)
+            raise AssertionError(f"{exc}\n{failing(verify_report(box, cmd))}\n{logs}") from None
         after = sh(box, f"cat {path} 2>/dev/null || readlink {path} || true")
         if path not in ("/etc/resolv.conf",):  # a manager may lay it out its own way
             assert after == before, path

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from dnscache_agent.pacer.stats_file import PacerStats
 from dnscache_agent.stats.bind_stats import (
     BindSnapshot,
     CacheCounters,
@@ -14,6 +15,7 @@ from dnscache_agent.stats.budget import BudgetTracker
 from dnscache_agent.stats.catalogue import CATALOGUE, build_sample, with_table
 from dnscache_agent.stats.ena import EnaCounters, ena_delta
 from dnscache_agent.stats.rates import compute_rates
+from dnscache_agent.stats.top import CLASSES
 
 
 def snap(*, req: int = 0, q: int = 0, a: int = 0, aaaa: int = 0, hits: int = 0,
@@ -60,9 +62,19 @@ def test_build_sample_reads_every_getter() -> None:
     budget.record("eth0", 250.0)
     e0 = EnaCounters("eth0", True, *(0,) * 5, 50)
     e1 = EnaCounters("eth0", True, 1, 2, 3, 4, 5, 40)
+    pacer = PacerStats(
+        time=120.0, pid=42, started=20.0, limit_pps=1024, rate_pps=968.8, burst=4,
+        interval_s=1.0, queue_depth=12, queue_live=10, queue_prefetch=1, queue_warm=1,
+        in_flight=3, wait_p50_ms=1.5, wait_p99_ms=850.0, warm_list=20, warm_pending=0,
+        totals={"packets": 5000, "answers": 4900, "sent_udp": 4990, "tcp_packets": 10},
+        interval={"packets": 480, "tcp_packets": 6, "coalesced": 7, "expired": 2,
+                  "answers": 470, "upstream_timeouts": 1},
+        classes={c: 1.0 for c in CLASSES})
     s = build_sample(120.0, rates=r, snapshot=snap(req=10, q=5),
-                     budgets=budget.statuses(), ena={"eth0": ena_delta(e0, e1, 1.0)})
+                     budgets=budget.statuses(), ena={"eth0": ena_delta(e0, e1, 1.0)},
+                     pacer=pacer)
     assert s.host["client_qps"] == 10 and s.host["aaaa_share"] == 0.4
+    assert s.host["pacer_packets_ps"] == 480 and s.host["pacer_queue_depth"] == 12
     assert s.host["cache_hit_ratio"] == 0.75 and s.host["stale_answers_ps"] == 2
     assert s.host["upstream_rtt_share_lt10ms"] == 0.5
     assert s.host["client_queries_total"] == 10
