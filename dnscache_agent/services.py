@@ -282,47 +282,6 @@ class SystemdUnits(AgentUnits):
         return done
 
 
-class StagedUnits(AgentUnits):
-    """A staged root (an image build): nothing is started; the daemon's user is created in
-    the tree when the builder has systemd-sysusers (else the image's first boot must)."""
-
-    name = "staged"
-
-    def __init__(self, runner: Runner, root: Root | None = None) -> None:
-        super().__init__(runner)
-        self.root = root
-
-    @classmethod
-    def available(cls, root: Root) -> bool:
-        return not root.is_live
-
-    def ensure_users(self, sysusers: Path) -> None:
-        if self.root is None or self.runner.which("systemd-sysusers") is None:
-            log.warning("systemd-sysusers is not on this builder: %s must be applied in the "
-                        "image (systemd-sysusers runs it at boot)", sysusers)
-            return
-        result = self.runner.run(("systemd-sysusers", f"--root={self.root.base}",
-                                  str(sysusers)), timeout=60)
-        if not result.ok:
-            raise ApplyError(f"systemd-sysusers --root={self.root.base} {sysusers}: "
-                             f"{result.first_error_line()}")
-
-    def daemon_reload(self) -> None:
-        pass
-
-    def is_active(self, unit: str) -> bool:
-        return False
-
-    def restart(self, unit: str) -> None:
-        pass
-
-    def enable_now(self, units: Sequence[str]) -> None:
-        pass
-
-    def disable_now(self, units: Sequence[str]) -> list[str]:
-        return []
-
-
 class NoUnits(AgentUnits):
     """No systemd to ask (a container without init): the unit files and their [Install]
     links are still written; nothing is started."""
@@ -347,6 +306,32 @@ class NoUnits(AgentUnits):
 
     def disable_now(self, units: Sequence[str]) -> list[str]:
         return []
+
+
+class StagedUnits(NoUnits):
+    """A staged root (an image build): nothing is started; the daemon's user is created in
+    the tree when the builder has systemd-sysusers (else the image's first boot must)."""
+
+    name = "staged"
+
+    def __init__(self, runner: Runner, root: Root | None = None) -> None:
+        super().__init__(runner)
+        self.root = root
+
+    @classmethod
+    def available(cls, root: Root) -> bool:
+        return not root.is_live
+
+    def ensure_users(self, sysusers: Path) -> None:
+        if self.root is None or self.runner.which("systemd-sysusers") is None:
+            log.warning("systemd-sysusers is not on this builder: %s must be applied in the "
+                        "image (systemd-sysusers runs it at boot)", sysusers)
+            return
+        result = self.runner.run(("systemd-sysusers", f"--root={self.root.base}",
+                                  str(sysusers)), timeout=60)
+        if not result.ok:
+            raise ApplyError(f"systemd-sysusers --root={self.root.base} {sysusers}: "
+                             f"{result.first_error_line()}")
 
 
 UNIT_BACKENDS: tuple[type[AgentUnits], ...] = (SystemdUnits, StagedUnits, NoUnits)

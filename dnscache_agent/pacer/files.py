@@ -13,6 +13,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import IO
 
 
 def replace_file(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = False) -> None:
@@ -39,6 +40,17 @@ def replace_file(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = 
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def read_source(source: str | Path | IO[bytes], cap: int) -> bytes | None:
+    """`read_capped` for a path, or at most `cap` bytes of an open binary file (tests pass
+    files). Raises ValueError when larger than `cap`, OSError on other read errors."""
+    if isinstance(source, (str, Path)):
+        return read_capped(Path(source), cap)
+    data = source.read(cap + 1)
+    if len(data) > cap:
+        raise ValueError(f"larger than {cap} bytes")
+    return data
 
 
 def read_capped(path: Path, cap: int) -> bytes | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Union
 
 from ..errors import StatsParseError
-from .files import read_capped
+from .files import read_source
 
 FORMAT_VERSION = 1
 MAX_BYTES = 256 * 1024
@@ -230,12 +230,7 @@ def read_pacer_stats(source: PathOrFile, *, now: float | None = None,
     Raises PacerStatsError for a file over MAX_BYTES, not JSON, or with a bad field."""
     name = str(source) if isinstance(source, (str, Path)) else "pacer stats"
     try:
-        if isinstance(source, (str, Path)):
-            data = read_capped(Path(source), MAX_BYTES)
-        else:
-            data = source.read(MAX_BYTES + 1)
-            if len(data) > MAX_BYTES:
-                raise ValueError(f"larger than {MAX_BYTES} bytes")
+        data = read_source(source, MAX_BYTES)
     except ValueError as exc:
         raise PacerStatsError(f"{name}: {exc}") from None
     except OSError as exc:

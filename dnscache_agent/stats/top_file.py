@@ -26,7 +26,7 @@ from typing import IO, Any, Union
 
 from ..errors import StatsParseError
 from ..pacer import wire
-from ..pacer.files import read_capped, replace_file
+from ..pacer.files import read_source, replace_file
 from ..resolv_conf import parse as parse_resolv_conf
 from .top import (
     CLASSES,
@@ -129,7 +129,7 @@ class TopFeed:
             return
         self._policy_at = now
         try:
-            data = read_capped(self.resolv_conf, 64 * 1024)
+            data = read_source(self.resolv_conf, 64 * 1024)
         except (OSError, ValueError) as exc:
             log.debug("top: cannot read %s: %s", self.resolv_conf, exc)
             return
@@ -279,12 +279,7 @@ def read_top(source: PathOrFile, *, now: float | None = None,
     TopFileError for a file over MAX_BYTES, unreadable, not JSON or with a bad field."""
     name = str(source) if isinstance(source, (str, Path)) else "top file"
     try:
-        if isinstance(source, (str, Path)):
-            data = read_capped(Path(source), MAX_BYTES)
-        else:
-            data = source.read(MAX_BYTES + 1)
-            if len(data) > MAX_BYTES:
-                raise ValueError(f"larger than {MAX_BYTES} bytes")
+        data = read_source(source, MAX_BYTES)
     except ValueError as exc:
         raise TopFileError(f"{name}: {exc}") from None
     except OSError as exc:
