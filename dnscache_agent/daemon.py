@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 #: After a repair, check again this soon (or at verify_interval if that is shorter), so the
 #: journal says whether the repair took.
 REPAIR_RECHECK_SECONDS = 10.0
+#: Files the daemon's user cannot read are checked by the privileged repair every this many
+#: verify intervals (at least every ROOT_CHECK_MIN_SECONDS apart).
+ROOT_CHECK_VERIFIES = 6
+ROOT_CHECK_MIN_SECONDS = 30.0
 #: Checks that no repair can fix (a missing package needs `apply --install-packages`).
 UNREPAIRABLE = frozenset({"bind installed"})
 
@@ -126,6 +130,7 @@ class Daemon:
         self.sinks: list[Sink] = []
         self._next_ping = 0.0
         self._failed_kinds: set[tuple[str, str]] = set()
+        self._next_root_check = 0.0
 
     # --- signals --------------------------------------------------------------------------
 
@@ -243,7 +248,7 @@ class Daemon:
         if not drift:
             if was:
                 log.info("host matches the plan again")
-            return False
+            return self._root_only_check()
         for c in drift:
             where = f"{c.path}:{c.line}" if c.path and c.line else (c.path or c.name)
             log.warning("drift: %s: %s", where, c.detail)
@@ -262,6 +267,27 @@ class Daemon:
             return True
         self.state.repairs += 1
         log.info("repair: %s", summary)
+        return True
+
+    def _root_only_check(self) -> bool:
+        """Files this user may not read (netplan's 0600 files) are judged by the privileged
+        repair instead: ask it now and then (it changes nothing when they match the plan)."""
+        paths = tuple(getattr(self.host, "root_only", ()))
+        if not paths or self.repairer is None:
+            return False
+        now = self.clock()
+        if now < self._next_root_check:
+            return False
+        every = max(ROOT_CHECK_MIN_SECONDS,
+                    ROOT_CHECK_VERIFIES * self.host.settings.daemon.verify_interval)
+        self._next_root_check = now + every
+        try:
+            summary = self.repairer.repair(self.host)
+        except DnscacheError as exc:
+            log.error("check of files this user cannot read failed: %s", exc)
+            return True
+        log.info("asked for a check of %d file(s) this user cannot read (%s): %s",
+                 len(paths), ", ".join(paths), summary)
         return True
 
     def _health_step(self) -> None:

@@ -14,6 +14,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
@@ -154,16 +155,26 @@ def read_resources(root: Root | None = None) -> Resources:
 
 def read_view(root: Root, store: StateStore) -> HostView:
     """Everything resolver backends look at, with pristine contents from the checkpoint."""
-    files = {p: store.pristine(p) for p in resolvers.all_inputs()}
+    unreadable: set[str] = set()
+
+    def guarded(read: Callable[[str], bytes | None], path: str) -> bytes | None:
+        try:
+            return read(path)
+        except PermissionError:
+            unreadable.add(path)
+            return None
+
+    files = {p: guarded(store.pristine, p) for p in resolvers.all_inputs()}
     links = {p: store.pristine_link(p) for p in resolvers.all_inputs()}
-    current = {p: root.read_bytes(p) for p in resolvers.all_inputs()}
+    current = {p: guarded(root.read_bytes, p) for p in resolvers.all_inputs()}
     binaries = frozenset(
         b for b in resolvers.all_binaries()
         if any(root.path(f"{d}/{b}").exists() for d in BIN_DIRS))
     units = frozenset(
         u for u in resolvers.all_units()
         if any(root.path(f"{d}/{u}").exists() for d in UNIT_DIRS))
-    return HostView(files=files, links=links, binaries=binaries, units=units, current=current)
+    return HostView(files=files, links=links, binaries=binaries, units=units, current=current,
+                    unreadable=frozenset(unreadable))
 
 
 def gather(root: Root, settings: Settings, *, runner: Runner | None = None,

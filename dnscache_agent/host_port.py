@@ -19,7 +19,7 @@ from .errors import ApplyError, DnscacheError
 from .health import Health, query_once, wait_healthy
 from .settings import Settings
 from .stats.catalogue import Sample
-from .verify import Check, verify
+from .verify import ROOT_ONLY, Check, verify
 
 if TYPE_CHECKING:
     from .app import Agent
@@ -84,6 +84,8 @@ class AgentPort:
         self.agent = agent
         self.health_deadline = health_deadline
         self._settings_fingerprint = settings_fingerprint(agent.settings.source)
+        # Files the last check could not judge as this user (netplan's 0600 files).
+        self.root_only: tuple[str, ...] = ()
 
     @property
     def settings(self) -> Settings:
@@ -105,6 +107,8 @@ class AgentPort:
         report = verify(agent.facts, agent.settings, plan, agent.root,
                         named_active=agent.service.is_active if live else None,
                         pacer=agent.pacer_status(plan))
+        self.root_only = tuple(c.path or c.name for c in report.checks
+                               if c.ok and ROOT_ONLY in c.detail)
         return [c for c in report.checks if not c.ok]
 
     def health(self) -> Health:

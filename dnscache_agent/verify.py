@@ -74,14 +74,36 @@ def first_difference(live: bytes | None, wanted: bytes) -> tuple[int, str]:
     return 0, "differs only in trailing bytes"
 
 
-def check_files(plan: Plan, root: Root, regenerated: frozenset[str] = frozenset()) -> list[Check]:
+def unjudged_files(plan: Plan, unreadable: frozenset[str]) -> frozenset[str]:
+    """The plan's files this process cannot judge: the resolver backend's files when the
+    view lacked inputs it may not read (the plan for them is then a guess). Pure."""
+    if not unreadable:
+        return frozenset()
+    return frozenset(f.path for f in plan.resolver_files())
+
+
+#: verify's line for files only the privileged side can check (the daemon's user cannot).
+ROOT_ONLY = "checked by the privileged repair"
+
+
+def check_files(plan: Plan, root: Root, regenerated: frozenset[str] = frozenset(),
+                unjudged: frozenset[str] = frozenset()) -> list[Check]:
     """Byte comparison, except for files the resolver manager rewrites itself (dhclient-script
     writes its own resolv.conf layout on every renew): those are judged by the wiring
-    invariants in `check_resolver`, so a renew is not reported as drift."""
+    invariants in `check_resolver`, so a renew is not reported as drift. Files this process
+    may not read, or plans from inputs it may not read, are reported as such, not as drift."""
     out = []
     for f in plan.files:
-        live = root.read_bytes(f.path)
-        if f.path in regenerated:
+        try:
+            live = root.read_bytes(f.path)
+        except PermissionError:
+            out.append(Check(f"file {f.path}", True, f"not readable by this user: {ROOT_ONLY}",
+                             f.path))
+            continue
+        if f.path in unjudged:
+            out.append(Check(f"file {f.path}", True, f"planned from files this user cannot "
+                             f"read: {ROOT_ONLY}", f.path))
+        elif f.path in regenerated:
             out.append(Check(f"file {f.path}", True,
                              "rewritten by the resolver manager; judged by its wiring", f.path))
         elif live == f.content:
@@ -483,7 +505,8 @@ def verify(facts: Facts, settings: Settings, plan: Plan, root: Root, *,
     non-loopback addresses probed for answers (configured forwarders are skipped)."""
     checks = [Check(BIND_INSTALLED, facts.bind.installed,
                     facts.bind.version_text or f"{facts.profile.named_binary} missing")]
-    checks += check_files(plan, root, plan.regenerated)
+    unjudged = unjudged_files(plan, facts.view.unreadable)
+    checks += check_files(plan, root, plan.regenerated, unjudged)
     checks += check_links(plan, root)
     checks += check_modes(plan, root, StateStore(root, settings.agent.state_dir),
                           plan.regenerated)

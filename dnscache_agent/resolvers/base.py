@@ -32,6 +32,10 @@ class HostView:
     binaries: frozenset[str]
     units: frozenset[str]
     current: Mapping[str, bytes | None]
+    # Inputs this process may not read (netplan's 0600 sources, read by the unprivileged
+    # daemon): their contents above are None, so a plan from this view is not to be trusted
+    # for the backend's own files.
+    unreadable: frozenset[str] = frozenset()
 
     def text(self, path: str) -> str | None:
         data = self.files.get(path)

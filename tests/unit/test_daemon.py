@@ -463,3 +463,17 @@ def test_ready_while_the_upstream_resolver_is_dark() -> None:
     assert notes.keys("READY")
     assert daemon.state.upstream_ok is False
     assert "upstream resolver unreachable" in daemon._status_text()
+
+
+def test_files_this_user_cannot_read_are_left_to_the_privileged_repair_now_and_then() -> None:
+    """netplan's files are 0600 root: the unprivileged daemon cannot judge them, so it asks
+    the repair unit (which changes nothing when they match) every few verify intervals, not at
+    every check and not never."""
+    clock = Clock()
+    host = FakeHost(clock, verify_interval=10)
+    host.root_only = ("/etc/netplan/99-dnscache-agent.yaml",)  # type: ignore[attr-defined]
+    daemon, _, _, _, _, repairs = make(host)
+    daemon.run(max_iterations=130)  # about 130 s: verifies at 0, 10, 20, ...
+    assert repairs.calls and repairs.calls[0] == 1000.0
+    gaps = [b - a for a, b in zip(repairs.calls, repairs.calls[1:])]
+    assert gaps and all(g >= 60 for g in gaps), repairs.calls
