@@ -116,6 +116,7 @@ class PacerServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: socket.socket | None = None
         self._ups: list[socket.socket] = []
+        self._connected: set[int] = set()
         self._tcp_server: asyncio.AbstractServer | None = None
         self._tcp_waiting: dict[int, asyncio.Future[None]] = {}
         self._tcp_slots: asyncio.Semaphore | None = None
@@ -194,10 +195,23 @@ class PacerServer:
             self._ups.append(up)
             with contextlib.suppress(OSError):
                 up.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
-            up.connect((address, cfg.upstream_port))  # only its answers are accepted
+            self._connect(up, address)
             up.setblocking(False)
             loop.add_reader(up.fileno(), self._upstream_readable, up)
         loop.add_reader(client.fileno(), self._client_readable)
+
+    def _connect(self, up: socket.socket, address: str) -> bool:
+        """Connect an upstream socket (only the resolver's answers are then accepted). At
+        early boot there may be no route to the resolver yet: that is not fatal, the send
+        path connects it later, and until then questions wait in the queue."""
+        try:
+            up.connect((address, self.config.upstream_port))
+        except OSError as exc:
+            log.warning("no route to the resolver %s yet (%s); questions wait until there is",
+                        address, exc.strerror or exc)
+            return False
+        self._connected.add(up.fileno())
+        return True
 
     async def start_tcp(self) -> None:
         self._tcp_server = await asyncio.start_server(
@@ -252,8 +266,12 @@ class PacerServer:
                 if fut is not None and not fut.done():
                     fut.set_result(None)
                 continue
+            up = self._ups[action.upstream]
             try:
-                self._ups[action.upstream].send(action.payload)
+                if up.fileno() not in self._connected and not self._connect(
+                        up, self.config.upstreams[action.upstream]):
+                    raise OSError(errno.ENETUNREACH, "no route to the resolver")
+                up.send(action.payload)
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.ENOBUFS, errno.ECONNREFUSED):
                     log.debug("upstream send failed: %s", exc)
