@@ -53,6 +53,12 @@ ExecStartPost=/bin/sleep 2
 [Install]
 WantedBy=multi-user.target
 """
+# The VPC resolver with DNS disabled: its address takes packets and never answers.
+SINK = f"""import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("{VPC}", 53))
+time.sleep(3600)
+"""
 # Debian's stock named.conf.options, as a package upgrade or cloud-init would put back.
 STOCK_OPTIONS = """options {
 \tdirectory "/var/cache/bind";
@@ -320,10 +326,9 @@ def test_a_dark_vpc_resolver_neither_blocks_boot_nor_loops(
     cmd = prepare(box, agent_wheelhouse, tmp_path)
     # Packets vanish (a socket that never answers), not refused: the worst case, where
     # named waits out every fetch, as when DNS is disabled in the VPC.
+    write_file(box, tmp_path, "/root/sink.py", SINK)
     sh(box, "systemctl stop fake-vpc-dns; systemd-run --unit vpc-sink "
-            "/opt/dnscache-agent/venv/bin/python -c 'import socket, time; "
-            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
-            f's.bind(("{VPC}", 53)); time.sleep(3600)'; sleep 1')
+            "/opt/dnscache-agent/venv/bin/python /root/sink.py; sleep 1")
     out = box.exec(["env", IMDS, cmd, "apply"], check=False, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "upstream unreachable" in out.stdout, out.stdout
