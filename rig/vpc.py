@@ -112,14 +112,25 @@ class OverlayProbe:
     bind_dir_rename_ok: bool
 
 
+#: This process's hold on RIG_LOCK: [fd, count]. Re-entrant within a process, so a test that
+#: builds a second rig while a module's rig is up does not wait for itself (flock locks open
+#: files, not processes: a second open in the same process would block).
+_HELD: list[int] = [-1, 0]
+
+
 def _acquire_rig_lock(timeout: float = 1800.0) -> int:
-    """An exclusive flock on RIG_LOCK, waited for up to `timeout` seconds."""
+    """An exclusive flock on RIG_LOCK, waited for up to `timeout` seconds; returns a token for
+    `_release_rig_lock`."""
+    if _HELD[1] > 0:
+        _HELD[1] += 1
+        return _HELD[0]
     RIG_LOCK.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(RIG_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     deadline = time.monotonic() + timeout
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _HELD[:] = [fd, 1]
             return fd
         except BlockingIOError:
             if time.monotonic() > deadline:
@@ -127,6 +138,13 @@ def _acquire_rig_lock(timeout: float = 1800.0) -> int:
                 raise netns.RigError(f"{RIG_LOCK}: another simulated VPC held it for "
                                      f"{timeout:.0f}s") from None
             time.sleep(0.2)
+
+
+def _release_rig_lock() -> None:
+    _HELD[1] -= 1
+    if _HELD[1] <= 0:
+        os.close(_HELD[0])  # releases the flock for the next rig
+        _HELD[:] = [-1, 0]
 
 
 class SimulatedVpc:
@@ -246,7 +264,7 @@ class SimulatedVpc:
         step(f"remove {self.workdir}", shutil.rmtree, self.workdir)
         log.info("simulated VPC %s / %s removed", self.instance_ns, self.vpc_ns)
         if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the flock for the next rig
+            _release_rig_lock()
             self._lock_fd = None
         if errors:
             raise netns.RigError("simulated VPC cleanup: " + "; ".join(errors))
