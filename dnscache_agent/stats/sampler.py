@@ -33,6 +33,8 @@ class Sampler:
         self.collector = collector
         self.pacer = pacer
         self._pacer_error: str | None = None
+        self._pacer_prev: tuple[float, int] | None = None
+        self._pacer_last_pps: float | None = None
         self.ethtool = ethtool
         self.budget = budget
         self.upstream_interface = upstream_interface
@@ -60,8 +62,9 @@ class Sampler:
         # With the pacer running, named's upstream is the pacer on loopback: what leaves the
         # interface is what the pacer sent.
         upstream = rates.upstream_pps
-        if pacer is not None and pacer.packets_ps is not None:
-            upstream = pacer.packets_ps
+        pacer_pps = self._pacer_rate(pacer)
+        if pacer_pps is not None:
+            upstream = pacer_pps
         self.events = self.budget.record(self.upstream_interface, upstream)
         deltas: dict[str, EnaDelta] = {
             name: ena_delta(prev_ena[name], ena[name], elapsed)
@@ -71,6 +74,24 @@ class Sampler:
         self.last = build_sample(self.clock(), rates=rates, snapshot=snap,
                                  budgets=self.budget.statuses(), ena=deltas, pacer=pacer)
         return self.last
+
+    def _pacer_rate(self, pacer: PacerStats | None) -> float | None:
+        """Packets/s the pacer sent since the previous reading, from its running total and
+        its own timestamps: its file is rewritten once a second, out of phase with this
+        sampler, so its per-interval figure would be counted twice or missed now and then.
+        The same file read twice keeps the last rate; a restart (total went down) starts
+        over from its figure."""
+        if pacer is None:
+            return None
+        total = pacer.totals.get("packets")
+        if total is None:
+            return pacer.packets_ps
+        prev, self._pacer_prev = self._pacer_prev, (pacer.time, total)
+        if prev is None or total < prev[1]:
+            self._pacer_last_pps = pacer.packets_ps
+        elif pacer.time > prev[0]:
+            self._pacer_last_pps = (total - prev[1]) / (pacer.time - prev[0])
+        return self._pacer_last_pps
 
     def _read_pacer(self) -> PacerStats | None:
         """The pacer's figures; a bad stats file is logged once and treated as absent."""
