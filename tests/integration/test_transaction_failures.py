@@ -193,10 +193,13 @@ def test_enospc_leaves_the_originals_intact(tmp_path: Path, config: Path,
     before["/filler"] = tree_snapshot(root, skip=STATE)["/filler"]
     result = agent("apply", "--root", str(root), "--config", str(config))
     assert result.returncode == 6, (result.stdout, result.stderr)
-    assert f"{root}{OPTIONS}: cannot write: No space left on device" in result.stderr
+    # The first file the plan writes (the pacer's settings, then bind's options) fails.
+    assert f"{root}/etc/dnscache-agent/pacer.toml: cannot write: No space left on device" \
+        in result.stderr
     assert result.stderr.count("\n") == 1
     assert tree_snapshot(root, skip=STATE) == before
     assert not list((root / "etc/bind").glob(".*dnscache-tmp"))
+    assert not list(root.glob("etc/dnscache-agent/.*dnscache-tmp"))
     assert not (state / "journal").exists()
 
 

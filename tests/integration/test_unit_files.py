@@ -43,6 +43,10 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Path:
     command.parent.mkdir(parents=True)
     command.write_text("#!/bin/sh\nexit 0\n")
     command.chmod(0o755)
+    # The pacer's unit runs the package's second entry point, installed beside the first.
+    pacer = command.with_name("dnscache-agent-pacer")
+    pacer.write_text("#!/bin/sh\nexit 0\n")
+    pacer.chmod(0o755)
     result = subprocess.run(
         [sys.executable, "-m", "dnscache_agent", "install-service", "--root", str(root),
          "--exec-path", str(command)],
