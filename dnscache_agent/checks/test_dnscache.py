@@ -4,11 +4,15 @@ service and the allowed forwarders, which depend on the checks' options, are jud
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
 
+from .. import resolv_conf
 from .. import verify as facts
+from ..planner import PACER_CONFIG
+from ..settings import AMAZON_DNS_V6, tomllib
 from ..verify import Check
 from .options import CheckOptions
 from .report import AgentUnavailable, Report, describe
@@ -53,7 +57,12 @@ def test_forwards_only_to_the_amazon_resolver(
     configured = expect(verify_report, facts.FORWARDERS)
     assert configured.path is not None
     text = host.file(configured.path).content_string
-    check = facts.check_forwarders(text, dnscache_options.forwarders, configured.path)
+    upstreams, where = pacer_upstreams(host, text)
+    if upstreams is not None:
+        # named forwards to the pacer on loopback; the pacer's upstreams are the contract.
+        check = forwarders_allowed(upstreams, dnscache_options.forwarders, where)
+    else:
+        check = facts.check_forwarders(text, dnscache_options.forwarders, configured.path)
     if not check.ok:
         hint = ("" if dnscache_options.forwarders_given else
                 "intentional? allow it with --dnscache-forwarder ADDR "
@@ -110,3 +119,44 @@ def test_agent_service_active(host: Any, dnscache_options: CheckOptions) -> None
                     f"`dnscache-agent install-service` then `systemctl enable --now {unit}` "
                     f"(see `journalctl -u {unit}`); an image without the daemon passes with "
                     "--dnscache-skip-service", pytrace=False)
+
+
+def pacer_upstreams(host: Any, named_options: str) -> tuple[tuple[str, ...] | None, str]:
+    """The pacer's resolvers when named forwards to it (from the settings file the plan
+    renders for it), else None."""
+    _, servers = facts.parse_forwarding(named_options)
+    if not servers or any(not resolv_conf.is_loopback(s) for s in servers):
+        return None, ""
+    settings_file = host.file(PACER_CONFIG)
+    if not settings_file.exists:
+        return (), PACER_CONFIG
+    data = tomllib.loads(settings_file.content_string)
+    cache = data.get("cache", {})
+    out = tuple(cache.get("forwarders", ()))
+    if cache.get("ipv6_forwarder"):
+        out += (AMAZON_DNS_V6,)
+    return out, PACER_CONFIG
+
+
+def forwarders_allowed(servers: tuple[str, ...], allowed: tuple[str, ...],
+                       path: str) -> Check:
+    """The pacer sends only to allowed resolvers (the same rule as named's forwarders)."""
+    allowed_set = {_normal_ip(a) for a in allowed}
+    stray = [s for s in servers if _normal_ip(s) not in allowed_set]
+    if not servers:
+        return Check(facts.FORWARDERS, False, "the pacer has no resolvers", path, None,
+                           "run `dnscache-agent apply`")
+    if stray:
+        return Check(facts.FORWARDERS, False, f"the pacer sends to {', '.join(stray)}, "
+                           "which is not an allowed resolver", path, None,
+                           "set cache.forwarders in the agent settings and run "
+                           f"`dnscache-agent apply`; allowed here: {', '.join(allowed)}")
+    return Check(facts.FORWARDERS, True, f"named forwards to the pacer, which sends only "
+                       f"to {', '.join(servers)}", path)
+
+
+def _normal_ip(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address
