@@ -147,8 +147,8 @@ def forwarders_allowed(servers: tuple[str, ...], allowed: tuple[str, ...],
         return Check(facts.FORWARDERS, False, "the pacer has no resolvers", path, None,
                            "run `dnscache-agent apply`")
     if stray:
-        return Check(facts.FORWARDERS, False, f"the pacer sends to {', '.join(stray)}, "
-                           "which is not an allowed resolver", path, None,
+        return Check(facts.FORWARDERS, False, f"forwards to {', '.join(stray)}, which is "
+                           "not an allowed resolver (named, through the pacer)", path, None,
                            "set cache.forwarders in the agent settings and run "
                            f"`dnscache-agent apply`; allowed here: {', '.join(allowed)}")
     return Check(facts.FORWARDERS, True, f"named forwards to the pacer, which sends only "
