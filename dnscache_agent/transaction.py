@@ -443,8 +443,10 @@ class Transaction:
         original = self.store.original
         if "named_was_active" not in original.meta and plan.bind_files():
             original.set_meta("named_was_active", was_active)
+        # Only a plan that wires the resolver knows its manager's commands: install-service's
+        # units-only plan must not erase them (rollback would leave resolvconf's output stale).
         activate = [{"argv": list(c.argv), "optional": c.optional} for c in plan.activate]
-        if original.meta.get("activate") != activate:
+        if plan.resolver_backend and original.meta.get("activate") != activate:
             original.set_meta("activate", activate)
         if pacer is not None:
             # The digest of the settings it runs with is recorded only once they are

@@ -436,3 +436,16 @@ def test_a_dark_vpc_resolver_is_not_blamed_on_the_change(live_root: Root,
         assert report.health is not None and report.health.ok
         assert "upstream unreachable" in report.health.detail
         assert all(live_root.path(f.path).read_bytes() == f.content for f in PLAN.files)
+
+
+@needs_root
+def test_a_units_only_plan_keeps_the_recorded_activation_for_rollback(root: Root) -> None:
+    """install-service applies the units alone (no resolver backend): the resolver manager's
+    activation commands recorded by apply must survive it, or rollback restores the files but
+    never tells resolvconf (found by molecule's rollback step)."""
+    txn(root).apply(PLAN)
+    units_only = Plan(files=(FileChange("/etc/systemd/system/x.service", b"[Unit]\n",
+                                        owner="service"),), resolver_backend="")
+    txn(root).apply(units_only)
+    recorded = StateStore(root).original.meta["activate"]
+    assert recorded == [{"argv": ["resolvconf", "-u"], "optional": True}]
