@@ -25,6 +25,7 @@ import pytest
 
 from dnscache_agent import resolv_conf
 from rig.containers import SystemdContainer, fake_vpc_resolver_script, install_agent
+from tests.system.test_service import sh, wait_for
 
 StartContainer = Callable[..., SystemdContainer]
 
@@ -117,20 +118,6 @@ STACKS: dict[str, tuple[str, str]] = {
                 "ip link set eth1p up; chmod 600 /etc/netplan/50-cloud-init.yaml; "
                 "netplan apply; sleep 2"),
 }
-
-
-def sh(box: SystemdContainer, script: str, *, check: bool = True, timeout: float = 60) -> str:
-    return box.exec(["sh", "-ec", script], check=check, timeout=timeout).stdout
-
-
-def wait_for(what: str, predicate: Callable[[], bool], timeout: float,
-             interval: float = 0.5) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s")
 
 
 def write_file(box: SystemdContainer, tmp_path: Path, path: str, text: str) -> None:
