@@ -233,8 +233,7 @@ class Agent:
 
         forwarder = self.settings.all_forwarders[0]
         interfaces = tuple(sorted(n for n in psutil.net_if_stats() if n != "lo"))
-        upstream = interface_for(forwarder, self.runner,
-                                 default=interfaces[0] if interfaces else "eth0")
+        upstream = interface_for(forwarder, default=interfaces[0] if interfaces else "eth0")
         return Sampler(
             BindStatsCollector(self.settings.cache.statistics_port),
             OptionalEnaReader(EthtoolReader(self.runner)),

@@ -164,9 +164,14 @@ class SystemdContainer:
         timeout: float = 60.0,
         input_text: str | None = None,
         user: str | None = None,
+        privileged: bool = False,
     ) -> subprocess.CompletedProcess[str]:
-        """Run argv inside the container; raise ContainerError on non-zero exit if `check`."""
+        """Run argv inside the container; raise ContainerError on non-zero exit if `check`.
+        `privileged` gives argv the container's whole capability set (CAP_SYS_PTRACE too), which
+        entering another user's namespaces with nsenter needs."""
         args = ["exec"]
+        if privileged:
+            args.append("--privileged")
         if input_text is not None:
             args.append("--interactive")
         if user is not None:
