@@ -5,7 +5,10 @@ options.
 The agent adds `prepend domain-name-servers 127.0.0.1;` to the dhclient config, so every later
 lease lists the cache first and the DHCP servers (the VPC resolver) after it, and it rewrites
 the current resolv.conf now with the same result, so no renew (and no restart of networking) is
-needed for the change to take effect.
+needed for the change to take effect. dhclient reads its config only when it starts, though: the
+one running since boot renews with the old config. So the exit hook below also puts the cache
+first when a lease's list lacks it (on EC2 every renew, half an hour apart, would otherwise drop
+the cache from resolv.conf until the daemon's next repair).
 
 Config paths: Debian, Ubuntu and Amazon Linux 2 all read /etc/dhcp/dhclient.conf (AL2 ships
 none; the agent creates it). Red Hat's network-scripts pass `-cf /etc/dhcp/dhclient-eth0.conf`
@@ -69,6 +72,7 @@ HOOK_LAYOUTS = (
                "dhclient.d/NAME.sh."),
 )
 OPTIONS_VARIABLE = "DNSCACHE_AGENT_OPTIONS"
+CACHE_VARIABLE = "DNSCACHE_AGENT_CACHE"
 
 
 def hook_layouts(script_text: str | None) -> tuple[HookLayout, ...]:
@@ -122,6 +126,7 @@ class DhclientBackend(ResolverBackend):
         options = f"timeout:{s.timeout} attempts:{s.attempts}"
         return [FileChange(h.path, render("dhclient-options-hook.sh.j2",
                                           agent_version=ctx.agent_version, options=options,
+                                          cache_address=resolv_conf.CACHE_ADDRESS,
                                           style=h.style, how_it_runs=h.how_it_runs).encode(),
                            mode=h.mode, owner=self.name)
                 for h in hook_layouts(self.script_text(ctx.view))]
@@ -167,12 +172,30 @@ def hook_options(hook_text: str) -> tuple[str, ...]:
     return tuple(m.group(1).split()) if m else ()
 
 
-def apply_options_hook(resolv_text: str, options: Sequence[str]) -> str:
-    """What the hook does to the resolv.conf dhclient-script just wrote: rotate, timeout and
-    attempts leave every options line (one left empty goes), and one line of `options` ends
-    the file."""
+def hook_cache(hook_text: str) -> str:
+    """The cache address an installed hook file puts first."""
+    m = re.search(rf'^{CACHE_VARIABLE}="([^"]*)"', hook_text, re.M)
+    return m.group(1) if m else resolv_conf.CACHE_ADDRESS
+
+
+def apply_options_hook(resolv_text: str, options: Sequence[str],
+                       cache: str = resolv_conf.CACHE_ADDRESS) -> str:
+    """What the hook does to the resolv.conf dhclient-script just wrote: the cache becomes the
+    first nameserver (once) when the lease's list lacks it; rotate, timeout and attempts leave
+    every options line (one left empty goes), and one line of `options` ends the file."""
     out = []
+    cache_first = False
     for line in resolv_text.splitlines():
+        server = re.match(r"nameserver\s+(\S+)", line)
+        if server:
+            if server.group(1) == cache:
+                if cache_first:
+                    continue
+            elif not cache_first:
+                out.append(f"nameserver {cache}")
+            cache_first = True
+            out.append(line)
+            continue
         if re.match(r"options(\s|$)", line):
             kept = [w for w in line.split()[1:]
                     if w != "rotate" and not w.startswith(("timeout:", "attempts:"))]
@@ -207,5 +230,5 @@ def simulate_dhclient_script(conf_text: str, lease: Lease, old_resolv_conf: str 
                 if line.lstrip().lower().startswith("nameserver")]
     text = "".join(f"{line}\n" for line in out)
     if hook_text is not None:
-        text = apply_options_hook(text, hook_options(hook_text))
+        text = apply_options_hook(text, hook_options(hook_text), hook_cache(hook_text))
     return text

@@ -70,14 +70,17 @@ STOCK_OPTIONS = """options {
 
 
 DHCP = (
-    # A DHCP server in a namespace of the container's own, handing out the VPC resolver.
+    # A DHCP server in a namespace of the container's own, handing out the VPC resolver. An
+    # hour's lease (renew at 30 min, as on EC2): no renew rewrites resolv.conf during a test,
+    # so what repairs a clobbered file is the repair unit, never a lease (the renew path, the
+    # hook included, is tests/integration/test_dhcp_renew.py).
     "ip netns add dhcp; ip link add eth1 type veth peer name eth1p; "
     "ip link set eth1p netns dhcp; ip link set eth1 up; "
     "ip -n dhcp link set lo up; ip -n dhcp link set eth1p up; "
     "ip -n dhcp addr add 169.254.77.1/24 dev eth1p; "
     "systemd-run --unit dhcp-server ip netns exec dhcp dnsmasq --keep-in-foreground "
     "--conf-file=/dev/null --port=0 --user=root --interface=eth1p --bind-interfaces "
-    "--dhcp-range=169.254.77.10,169.254.77.20,255.255.255.0,2m "
+    "--dhcp-range=169.254.77.10,169.254.77.20,255.255.255.0,1h "
     f"--dhcp-option=option:dns-server,{VPC} --dhcp-option=option:domain-name,ec2.internal "
     "--dhcp-option=option:router --dhcp-leasefile=/root/dnsmasq.leases; sleep 1; "
     "dhclient -1 -4 -lf /root/dhclient.leases eth1"
@@ -237,7 +240,7 @@ def test_every_planned_file_is_repaired_under_the_shipped_units(
         after = sh(box, f"cat {path} 2>/dev/null || readlink {path} || true")
         if path not in ("/etc/resolv.conf",):  # a manager may lay it out its own way
             assert after == before, path
-        assert wired(box)
+        assert wired(box), (path, sh(box, "cat /etc/resolv.conf", check=False))
     failed = sh(box, "systemctl --failed --no-legend", check=False)
     assert "dnscache-agent" not in failed, failed
     repair_log = sh(box, "journalctl -q --no-pager -o cat -u dnscache-agent-repair.service",

@@ -348,6 +348,33 @@ def test_dhclient_renew_keeps_the_short_timeout_through_the_hook(tmp_path: Path,
          "dhclient-al2": "/etc/dhcp/dhclient.d/dnscache_agent.sh"}[stack]]
 
 
+
+@pytest.mark.parametrize("stack", ["dhclient-debian12", "dhclient-al2"])
+def test_a_dhclient_running_since_before_apply_renews_with_the_cache_first(
+        tmp_path: Path, stack: str) -> None:
+    """dhclient reads dhclient.conf only at start: the one running since boot renews with the
+    pre-agent config (no prepend). The hook puts the cache first anyway, exactly once."""
+    root = staged(tmp_path, stack)
+    old_conf = root.read_text(dhclient_mod.DHCLIENT_CONF) or ""
+    apply_resolver(root, "dhclient")
+    lease = replace(RENEW_LEASE, domain_search=" ".join(STACKS[stack].search))
+    bare = dhclient_mod.simulate_dhclient_script(old_conf, lease)
+    assert resolv_conf.parse(bare).nameservers[0] != "127.0.0.1"
+    hooked = dhclient_mod.simulate_dhclient_script(old_conf, lease,
+                                                   hook_text=installed_hook(root))
+    parsed = resolv_conf.parse(hooked)
+    assert parsed.nameservers == ("127.0.0.1", *lease.servers)
+    assert resolv_conf.check_invariants(hooked) == []
+    # A list that has the cache already (the new config's prepend, or a late copy) keeps it
+    # once, first.
+    late = "nameserver 172.31.0.2\nnameserver 127.0.0.1\n"
+    assert resolv_conf.parse(dhclient_mod.apply_options_hook(late, ())).nameservers == (
+        "127.0.0.1", "172.31.0.2")
+    first = "nameserver 127.0.0.1\nnameserver 172.31.0.2\n"
+    assert resolv_conf.parse(dhclient_mod.apply_options_hook(first, ())).nameservers == (
+        "127.0.0.1", "172.31.0.2")
+
+
 def test_dhclient_hook_layout_is_read_from_the_installed_script() -> None:
     debian = (ROOTS / "dhclient-debian12/usr/sbin/dhclient-script").read_text()
     redhat = (ROOTS / "dhclient-al2/usr/sbin/dhclient-script").read_text()
